@@ -1,0 +1,99 @@
+"""The backend protocol: the narrow interface between the harness and a system under test.
+
+Modelled on MLPerf LoadGen's SUT interface: the harness owns timing, statistics and
+records; a backend only knows how to make a model runnable on its hardware.
+
+A backend module stays import-light: heavy libraries (torch, onnxruntime, tensorflow)
+are imported inside methods, so ``bench list backends`` can ask every backend for its
+availability without paying for every framework.
+
+Life of a case, inside its worker process::
+
+    backend = BackendClass()
+    ok, reason = backend.availability()
+    session = backend.prepare(artifact, precision=..., batch=..., threads=..., runtime=...)
+    outputs = session.run(inputs)      # host numpy outputs, really computed
+    session.synchronize()              # device work finished (no-op on CPU)
+    session.close()
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4", "fixed")
+
+
+class UnsupportedCase(Exception):
+    """Raised by ``prepare`` when the backend/runtime has no real path for a case.
+
+    The harness records the case as ``unsupported`` with this message as reason;
+    it never falls back silently to another precision.
+    """
+
+
+@dataclass(frozen=True)
+class Availability:
+    ok: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:  # pragma: no cover - trivial
+        return self.ok
+
+
+class Session:
+    """A prepared model on a device. Subclasses implement ``run``."""
+
+    #: what the runtime was set to do, recorded verbatim in the case (threads, providers, ...)
+    info: dict[str, Any]
+
+    def __init__(self) -> None:
+        self.info = {}
+
+    def run(self, inputs: Mapping[str, Any]) -> Sequence[Any]:
+        """Run one query. Returns the outputs as host numpy arrays, fully computed."""
+        raise NotImplementedError
+
+    def synchronize(self) -> None:
+        """Block until all device work issued so far is finished (no-op on CPU)."""
+
+    def timings(self) -> dict[str, Any] | None:
+        """Optional device-side timings gathered while running (e.g. CUDA events)."""
+        return None
+
+    def close(self) -> None:
+        """Release the session's resources."""
+
+
+@dataclass
+class Backend:
+    """Base class of a hardware target. Subclass it and register an entry point."""
+
+    name: str = "base"
+    runtimes: tuple[str, ...] = ()
+    default_runtime: str = ""
+    simulated: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def availability(self) -> Availability:
+        """Whether the hardware and its libraries are present; the reason when not."""
+        return Availability(False, "not implemented")
+
+    def runtime_availability(self, runtime: str) -> Availability:
+        """Whether one runtime of this backend can run here."""
+        return self.availability()
+
+    def describe(self) -> dict[str, Any]:
+        """The device this backend runs on (model name, memory, driver, ...)."""
+        return {}
+
+    def device_name(self) -> str:
+        """A short stable device name used in the comparability key."""
+        return self.describe().get("name", self.name)
+
+    def runtime_version(self, runtime: str) -> str | None:
+        return None
+
+    def prepare(self, artifact: "Any", *, precision: str, batch: int, threads: int,
+                runtime: str, options: Mapping[str, Any] | None = None) -> Session:
+        raise NotImplementedError

@@ -1,0 +1,158 @@
+"""The ``cpu`` backend: onnxruntime (default) and torch (eager) runtimes on the host CPU.
+
+Thread settings are explicit and recorded in the session's ``info``:
+- onnxruntime: ``intra_op_num_threads = threads``, ``inter_op_num_threads = 1``, sequential
+  execution, all graph optimisations; IO binding with preallocated output buffers when
+  every output dim is known for the batch (saves an output allocation per call);
+- torch: ``torch.set_num_threads(threads)`` and one inter-op thread, ``inference_mode``.
+Outputs come back as host numpy arrays inside the timed region: nothing is lazy.
+"""
+from __future__ import annotations
+
+import importlib.util
+from importlib import metadata
+from typing import Any, Mapping
+
+from backends.base import Availability, Backend, Session, UnsupportedCase
+
+_DISTS = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "torch": ("torch",),
+          "tensorflow": ("tensorflow-cpu", "tensorflow")}
+
+
+def dist_version(names) -> str | None:
+    for n in names:
+        try:
+            return metadata.version(n)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+class OrtSession(Session):
+    def __init__(self, path: str, *, batch: int, threads: int, inputs: list[dict],
+                 options: Mapping[str, Any]):
+        super().__init__()
+        import numpy as np
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.add_session_config_entry("session.intra_op.allow_spinning", str(int(options.get("spinning", 1))))
+        self._sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        self._names = [o.name for o in self._sess.get_outputs()]
+        self._binding = None
+        want_binding = bool(int(options.get("io_binding", 1)))
+        out_shapes = []
+        for o in self._sess.get_outputs():
+            shape = [batch if (i == 0 and not isinstance(d, int)) else d for i, d in enumerate(o.shape)]
+            out_shapes.append(shape if all(isinstance(d, int) for d in shape) else None)
+        if want_binding and all(s is not None for s in out_shapes):
+            type_map = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
+                        "tensor(double)": np.float64, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+            try:
+                self._out_bufs = [np.empty(s, dtype=type_map[o.type])
+                                  for s, o in zip(out_shapes, self._sess.get_outputs())]
+                self._binding = self._sess.io_binding()
+                for name, buf in zip(self._names, self._out_bufs):
+                    self._binding.bind_output(name, "cpu", 0, buf.dtype, list(buf.shape), buf.ctypes.data)
+            except KeyError:
+                self._binding = None
+        self._batch = batch
+        self.info = {
+            "runtime": "onnxruntime", "providers": self._sess.get_providers(),
+            "intra_op_num_threads": threads, "inter_op_num_threads": 1, "execution_mode": "sequential",
+            "graph_optimization_level": "all", "io_binding": self._binding is not None,
+            "allow_spinning": int(options.get("spinning", 1)),
+        }
+
+    def run(self, inputs):
+        b = self._binding
+        if b is not None and next(iter(inputs.values())).shape[0] == self._batch:
+            for name, arr in inputs.items():
+                b.bind_cpu_input(name, arr)
+            self._sess.run_with_iobinding(b)
+            return self._out_bufs
+        return self._sess.run(self._names, inputs)
+
+    def close(self):
+        self._binding = None
+        self._sess = None
+
+
+class TorchSession(Session):
+    DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+    def __init__(self, module, *, precision: str, threads: int, options: Mapping[str, Any]):
+        super().__init__()
+        import torch
+
+        torch.set_num_threads(threads)
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:  # already set in this process: record what is in force
+            pass
+        dtype = getattr(torch, self.DTYPES[precision])
+        self._torch = torch
+        self._dtype = dtype
+        self._module = module.to(dtype).eval()
+        self.info = {"runtime": "torch", "mode": "eager", "dtype": str(dtype).replace("torch.", ""),
+                     "num_threads": torch.get_num_threads(), "num_interop_threads": torch.get_num_interop_threads(),
+                     "inference_mode": True}
+
+    def run(self, inputs):
+        torch = self._torch
+        with torch.inference_mode():
+            args = [torch.from_numpy(a).to(self._dtype) for a in inputs.values()]
+            out = self._module(*args)
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        return [o.float().numpy() if o.dtype != torch.float32 else o.numpy() for o in outs]
+
+
+class CPUBackend(Backend):
+    def __init__(self):
+        super().__init__(name="cpu", runtimes=("onnxruntime", "torch"), default_runtime="onnxruntime")
+
+    def availability(self) -> Availability:
+        return Availability(True, "host CPU")
+
+    def runtime_availability(self, runtime: str) -> Availability:
+        if runtime not in self.runtimes:
+            return Availability(False, f"unknown runtime '{runtime}' for cpu (choose from: {', '.join(self.runtimes)})")
+        module = "onnxruntime" if runtime == "onnxruntime" else runtime
+        if importlib.util.find_spec(module) is None:
+            return Availability(False, f"{runtime} is not installed (pip install {_DISTS[runtime][0]})")
+        return Availability(True, "")
+
+    def describe(self) -> dict:
+        from harness.env import cpu_info
+
+        info = cpu_info()
+        return {"name": info.get("model"), "kind": "cpu", **info}
+
+    def device_name(self) -> str:
+        from harness.env import cpu_info
+
+        return cpu_info().get("model") or "cpu"
+
+    def runtime_version(self, runtime: str) -> str | None:
+        return dist_version(_DISTS.get(runtime, (runtime,)))
+
+    def prepare(self, artifact, *, precision, batch, threads, runtime, options=None) -> Session:
+        options = dict(options or {})
+        if runtime == "onnxruntime":
+            if precision == "bf16":
+                raise UnsupportedCase("onnxruntime's CPU execution provider has no bf16 kernels for these ops")
+            return OrtSession(str(artifact.onnx_path), batch=batch, threads=threads, inputs=artifact.inputs,
+                              options=options)
+        if runtime == "torch":
+            if precision not in TorchSession.DTYPES:
+                raise UnsupportedCase(f"torch eager on cpu: no {precision} path for this artifact "
+                                      "(int8 runs through onnxruntime)")
+            module = artifact.torch_module()
+            if module is None:
+                raise UnsupportedCase(f"artifact {artifact.name}/{artifact.variant} has no torch form")
+            return TorchSession(module, precision=precision, threads=threads, options=options)
+        raise UnsupportedCase(f"unknown runtime '{runtime}' for cpu")

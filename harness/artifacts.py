@@ -1,0 +1,185 @@
+"""Content-hashed cache of model artifacts (exported ONNX + eval data + metadata).
+
+An artifact is a directory::
+
+    <cache>/<model>/<variant>-<key>/
+        meta.json     what it is: inputs/outputs, opset, precision, task, reference accuracy, torch rebuild info
+        model.onnx    the exported graph (weights inline, no side .data file)
+        eval.npz      held-out inputs ("x"), labels ("labels", when the task has them) and the
+                      fp32 model's outputs on them ("reference")
+        model.pt      (optional) the torch state_dict, rebuilt through meta["torch"]["factory"]
+
+Its key is a sha256 over everything that determines its content: the source files of the
+builder and recipe modules, the recipe parameters, the seed and the versions of the
+libraries that train/export/quantize. A rebuild happens only when one of those changes.
+Builds go to a temp directory and are renamed into place, so a crashed build never
+leaves a half artifact behind.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from harness.errors import BenchError
+
+#: libraries whose version changes an artifact's bytes
+VERSIONED_PACKAGES = ("torch", "onnx", "onnxruntime", "numpy", "scikit-learn", "onnxscript")
+
+
+def cache_root() -> Path:
+    """``$BENCH_CACHE`` or ``~/.cache/bench/artifacts``."""
+    env = os.environ.get("BENCH_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "bench" / "artifacts"
+
+
+def package_versions(names: Iterable[str] = VERSIONED_PACKAGES) -> dict[str, str | None]:
+    out = {}
+    for n in names:
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            out[n] = None
+    return out
+
+
+def source_digest(modules: Iterable[str]) -> str:
+    """sha256 over the source text of the named modules (found without importing them)."""
+    import importlib.util
+
+    h = hashlib.sha256()
+    for name in sorted(set(modules)):
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise BenchError(f"cannot find module {name} to hash")
+        h.update(name.encode())
+        h.update(Path(spec.origin).read_bytes())
+    return h.hexdigest()
+
+
+def artifact_key(*, model: str, variant: str, modules: Iterable[str], params: Mapping[str, Any],
+                 seed: int, versions: Mapping[str, str | None] | None = None) -> str:
+    """16 hex chars of sha256(model, variant, module sources, params, seed, library versions)."""
+    payload = {
+        "model": model,
+        "variant": variant,
+        "sources": source_digest(modules),
+        "params": params,
+        "seed": seed,
+        "versions": dict(versions if versions is not None else package_versions()),
+    }
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass
+class Artifact:
+    """A built model on disk; cheap to construct, loads lazily."""
+
+    dir: Path
+    meta: dict
+
+    @classmethod
+    def load(cls, directory: Path | str) -> "Artifact":
+        d = Path(directory)
+        try:
+            meta = json.loads((d / "meta.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise BenchError(f"broken artifact at {d}: {exc}") from None
+        return cls(d, meta)
+
+    @property
+    def name(self) -> str:
+        return self.meta["model"]
+
+    @property
+    def variant(self) -> str:
+        return self.meta["variant"]
+
+    @property
+    def key(self) -> str:
+        return self.meta["key"]
+
+    @property
+    def onnx_path(self) -> Path:
+        return self.dir / self.meta.get("onnx", "model.onnx")
+
+    @property
+    def inputs(self) -> list[dict]:
+        """``[{"name", "shape": [None, ...], "dtype"}]``; ``None`` marks the batch dim."""
+        return self.meta["inputs"]
+
+    @property
+    def precision(self) -> str:
+        return self.meta.get("precision", "fp32")
+
+    def eval_data(self) -> dict:
+        """``{"x": {input name: array}, "labels": array | None, "reference": array | None}``."""
+        import numpy as np
+
+        with np.load(self.dir / "eval.npz") as z:
+            files = set(z.files)
+            x = {inp["name"]: z[f"x:{inp['name']}"] for inp in self.inputs}
+            return {
+                "x": x,
+                "labels": z["labels"] if "labels" in files else None,
+                "reference": z["reference"] if "reference" in files else None,
+            }
+
+    def calibration_data(self) -> dict | None:
+        import numpy as np
+
+        p = self.dir / "calib.npz"
+        if not p.exists():
+            return None
+        with np.load(p) as z:
+            return {inp["name"]: z[f"x:{inp['name']}"] for inp in self.inputs}
+
+    def torch_module(self):
+        """Rebuild the torch module (eval mode) when the artifact carries one, else None."""
+        info = self.meta.get("torch")
+        if not info:
+            return None
+        import torch
+
+        from harness.plugins import load_object
+
+        factory = load_object(info["factory"])
+        module = factory(**info.get("kwargs", {}))
+        state = torch.load(self.dir / info.get("state_dict", "model.pt"), map_location="cpu", weights_only=True)
+        module.load_state_dict(state)
+        return module.eval()
+
+
+def get_or_build(model: str, variant: str, key: str, build: Callable[[Path], dict],
+                 *, root: Path | None = None, rebuild: bool = False) -> tuple[Artifact, bool]:
+    """Return ``(artifact, built)``: the cached artifact for ``key``, building it if missing.
+
+    ``build(tmpdir)`` writes the artifact's files into ``tmpdir`` and returns its meta dict;
+    ``model``, ``variant`` and ``key`` are added to the meta here.
+    """
+    root = Path(root) if root is not None else cache_root()
+    final = root / model / f"{variant}-{key}"
+    if final.exists() and (final / "meta.json").exists() and not rebuild:
+        return Artifact.load(final), False
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".build-{variant}-", dir=final.parent))
+    try:
+        meta = build(tmp)
+        meta = {**meta, "model": model, "variant": variant, "key": key}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Artifact.load(final), True

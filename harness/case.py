@@ -1,0 +1,124 @@
+"""One case, run inside its own worker process: prepare -> warm up -> measure -> accuracy.
+
+This is the worker's target (``harness.case:run_case``); the parent (``harness.runner``)
+adds identity (key, case id) and worker facts (exit code, stderr) around what it returns.
+
+Scenarios (MLPerf's definitions, adapted to one process):
+- ``single-stream``: batch 1; each query is sent when the previous one completed; every
+  sample is one query's latency; headline = p90 latency.
+- ``offline``: queries of ``batch`` samples back to back (one case per batch size of the
+  sweep); headline = samples/s = batch / mean query latency. The report picks the best
+  batch. ``server`` (Poisson arrivals) and ``multi-stream`` are named in the schema and
+  refused here until they are implemented.
+Inputs rotate through a pool of distinct real eval batches (LoadGen's performance sample
+set), cast to the model's input dtype before timing starts.
+"""
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+
+SCENARIOS = ("single-stream", "offline")
+FUTURE_SCENARIOS = ("server", "multi-stream")
+POOL_BATCHES = 32
+
+
+def input_pool(eval_x: dict, inputs_meta: list[dict], batch: int, n_batches: int = POOL_BATCHES) -> list[dict]:
+    """Up to ``n_batches`` distinct batches of real eval inputs, contiguous, right dtype."""
+    names = [i["name"] for i in inputs_meta]
+    n = len(eval_x[names[0]])
+    pool = []
+    for j in range(n_batches):
+        idx = (np.arange(batch) + j * batch) % n
+        pool.append({i["name"]: np.ascontiguousarray(eval_x[i["name"]][idx].astype(i["dtype"])) for i in inputs_meta})
+        if (j + 1) * batch >= n and j > 0:
+            break
+    return pool
+
+
+def headline(scenario: str, stats: dict, throughput: dict) -> dict:
+    if scenario == "single-stream":
+        return {"metric": "p90_latency", "value": stats["p90"], "unit": "ns"}
+    return {"metric": "samples_per_s", "value": throughput["samples_per_s"], "unit": "1/s"}
+
+
+def run_case(payload: dict) -> dict:
+    """Worker entry: returns the measured part of a case record (JSON-serialisable)."""
+    from backends.base import Session, UnsupportedCase
+    from harness import accuracy as acc
+    from harness.artifacts import Artifact
+    from harness.measure import MeasureSettings, measure, verdict, warm_up
+    from harness.plugins import get_backend
+    from harness.stats import summarize
+
+    case = payload["case"]
+    scenario = case["scenario"]
+    batch = int(case["batch"])
+    if scenario not in SCENARIOS:
+        return {"status": "unsupported", "reason": f"scenario {scenario} is not implemented yet"}
+    settings = MeasureSettings(**payload["settings"])
+    backend = get_backend(case["backend"])
+    artifact = Artifact.load(payload["artifact_dir"])
+
+    t_prep = time.perf_counter()
+    try:
+        session = backend.prepare(artifact, precision=case["precision"], batch=batch, threads=payload["threads"],
+                                  runtime=case["runtime"], options=payload.get("options") or {})
+    except UnsupportedCase as exc:
+        return {"status": "unsupported", "reason": str(exc)}
+    prepare_s = time.perf_counter() - t_prep
+
+    ev = artifact.eval_data()
+    pool = input_pool(ev["x"], artifact.inputs, batch)
+    run = session.run
+    sync = session.synchronize
+    needs_sync = type(session).synchronize is not Session.synchronize
+    it = itertools.cycle(pool)
+    nxt = it.__next__
+
+    if needs_sync:
+        def step():
+            run(nxt())
+            sync()
+    else:
+        def step():
+            run(nxt())
+
+    t_first = time.perf_counter_ns()
+    step()  # first call reported apart (lazy init, compile, autotune)
+    first_call_ns = time.perf_counter_ns() - t_first
+    wu = warm_up(step, settings)
+    res = measure(step, settings)
+    samples = res.samples_ns
+    stats = summarize(samples, settings.confidence)
+    mean_s = stats["mean"] / 1e9
+    throughput = {"samples_per_s": batch / mean_s, "queries_per_s": 1.0 / mean_s}
+
+    # Accuracy through the same session that was timed.
+    outputs = acc.run_eval(lambda x: (run(x), sync())[0], ev["x"], batch)
+    ref_meta = artifact.meta.get("reference") or {}
+    metric = payload.get("metric") or ("top1" if ev["labels"] is not None else "top1_agreement")
+    accuracy = acc.evaluate(outputs, labels=ev["labels"], reference=ev["reference"],
+                            baseline_value=ref_meta.get("value") if metric == "top1" else None,
+                            gate=payload.get("gate"), metric=metric)
+    v = verdict(stats, res.stop_reason, settings, accuracy_passed=accuracy["passed"])
+    session.close()
+    return {
+        "status": "ok" if v["valid"] else "invalid",
+        "reason": None if v["valid"] else "; ".join(v["reasons"]),
+        "latency_ns": stats,
+        "throughput": throughput,
+        "headline": headline(scenario, stats, throughput),
+        "samples_ns": [int(s) for s in samples],
+        "iterations": res.iterations,
+        "duration_s": res.duration_s,
+        "warmup": {k: v_ for k, v_ in wu.items() if k != "samples_ns"} | {"first_call_ns": first_call_ns,
+                                                                          "prepare_s": prepare_s},
+        "stop_reason": res.stop_reason,
+        "validity": v,
+        "accuracy": accuracy,
+        "backend_info": session.info,
+        "timings": session.timings(),
+    }

@@ -1,0 +1,123 @@
+"""``bench run``: run a suite on a backend, print the table, write the record."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from harness.commands._options import CommaList, Positive, parse_kv
+
+SCENARIOS = ["single-stream", "offline", "server", "multi-stream"]
+
+
+@click.command("run")
+@click.option("--suite", "suite", default=None, metavar="NAME", help="Suite name (bench list suites) or a .yaml path.")
+@click.option("--backend", default="cpu", show_default=True, help="Backend (bench list backends).")
+@click.option("--runtime", default=None, help="Runtime of the backend (default: the backend's default).")
+@click.option("--scenario", "scenarios", type=CommaList(choices=SCENARIOS), default=None,
+              help="Comma list: single-stream,offline (default: the suite's).")
+@click.option("--batch", "batches", type=CommaList(int, positive=True), default=None,
+              help="Offline batch sweep, e.g. 1,8,32 (default: the suite's).")
+@click.option("--min-time", type=Positive(float, allow_zero=True), default=None, help="Minimum measuring time per case (s).")
+@click.option("--max-time", type=Positive(float), default=None, help="Maximum measuring time per case (s).")
+@click.option("--min-iterations", type=Positive(int), default=None, help="Minimum timed iterations per case.")
+@click.option("--target-ci", type=Positive(float), default=None,
+              help="Stop once the median's 95 % CI half-width is below this fraction (0.01 = 1 %).")
+@click.option("--threads", type=Positive(int), default=None, help="Threads for the runtime (default: physical cores).")
+@click.option("--timeout", "case_timeout", type=Positive(float), default=None, help="Per-case worker time limit (s).")
+@click.option("--out", "out_dir", default="results", show_default=True, help="Directory for the run record.")
+@click.option("--tag", "tags", multiple=True, metavar="K=V", help="Free-form tag recorded with the run (repeatable).")
+@click.option("--option", "backend_options", multiple=True, metavar="K=V",
+              help="Backend/runtime option, e.g. io_binding=0 (repeatable).")
+@click.option("--model", "models", multiple=True, metavar="NAME", help="Run only these models of the suite (repeatable).")
+@click.option("--rebuild", is_flag=True, help="Rebuild model artifacts even when cached.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+@click.pass_context
+def command(ctx, suite, backend, runtime, scenarios, batches, min_time, max_time, min_iterations, target_ci,
+            threads, case_timeout, out_dir, tags, backend_options, models, rebuild, quiet):
+    """Run a suite on a backend: one isolated worker per case, a table, a record.
+
+    Exit 0 when every case is ok, 1 when any case failed or is invalid, 2 on bad input.
+    """
+    from harness.errors import BenchError
+    from harness.runner import RunInterrupted, RunOptions, exit_code, run
+
+    if not suite:
+        raise click.UsageError("missing --suite NAME (see 'bench list suites')")
+    if min_time is not None and max_time is not None and max_time < min_time:
+        raise BenchError(f"--max-time {max_time} is smaller than --min-time {min_time}")
+    opts = RunOptions(
+        suite=suite, backend=backend, runtime=runtime, scenarios=scenarios, batches=batches,
+        models=list(models) or None, threads=threads, out_dir=out_dir, tags=parse_kv(tags),
+        measurement={"min_time_s": min_time, "max_time_s": max_time, "min_iterations": min_iterations,
+                     "target_ci": target_ci},
+        case_timeout_s=case_timeout, backend_options=parse_kv(backend_options, "option"), rebuild=rebuild,
+        argv=sys.argv[1:] if sys.argv and sys.argv[0].endswith("bench") else ["run", *ctx.args],
+    )
+    from rich.console import Console
+
+    from harness.table import print_run
+
+    out = Console(width=None if sys.stdout.isatty() else 200)
+    ui = _Progress(Console(stderr=True), quiet)
+    try:
+        with ui:
+            record, path = run(opts, on_event=ui.event)
+    except RunInterrupted as exc:
+        print_run(exc.record, exc.path, out)
+        out.print("[yellow]interrupted[/]: finished cases kept; the rest are marked skipped.")
+        ctx.exit(130)
+    print_run(record, path, out)
+    ctx.exit(exit_code(record))
+
+
+class _Progress:
+    """Overall bar over cases plus a live line for the case in flight."""
+
+    def __init__(self, console, quiet: bool):
+        self.console = console
+        self.quiet = quiet or not console.is_terminal
+        self.progress = None
+        self.task = None
+
+    def __enter__(self):
+        if not self.quiet:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                     MofNCompleteColumn(), TimeElapsedColumn(), console=self.console, transient=True)
+            self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+        return False
+
+    def event(self, kind: str, data: dict) -> None:
+        from harness.table import fmt_rate, fmt_time_ns
+
+        if kind == "start":
+            if self.progress is not None:
+                self.task = self.progress.add_task(f"suite {data['suite']}", total=data["n_cases"])
+            else:
+                self.console.print(f"run {data['run_id']}: {data['n_cases']} cases of suite {data['suite']}")
+        elif kind == "artifact":
+            self._say(f"preparing artifact {data['model']}/{data['variant']}")
+        elif kind == "artifact_ready" and data["built"]:
+            self.console.print(f"built {data['model']}/{data['variant']} in {data['seconds']:.1f} s")
+        elif kind == "case_start":
+            self._say(f"measuring {data['case_id']}")
+        elif kind == "case_done":
+            c = data["case"]
+            lat = c.get("latency_ns") or {}
+            thr = (c.get("throughput") or {}).get("samples_per_s")
+            detail = f"p50 {fmt_time_ns(lat.get('p50'))}, {fmt_rate(thr)}" if lat else (c.get("reason") or "")
+            mark = {"ok": "[green]✓[/]", "invalid": "[yellow]![/]", "unsupported": "[magenta]-[/]"}.get(c["status"], "[red]✗[/]")
+            self.console.print(f"{mark} {c['case_id']}: {c['status']} · {detail}", highlight=False)
+            if self.progress is not None:
+                self.progress.advance(self.task)
+
+    def _say(self, text: str) -> None:
+        if self.progress is not None and self.task is not None:
+            self.progress.update(self.task, description=text)

@@ -1,0 +1,243 @@
+"""The parent side of ``bench run``: plan, artifacts, one worker per case, the record.
+
+Nothing heavy runs in this process's timed paths: every case is measured in its own
+spawned worker (``harness.worker``), so a crash, a hang or an out-of-memory kill costs
+that case alone. Finished cases go to a journal at once; the record is written at the end
+(also after Ctrl-C, with the cases not run marked ``skipped``).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from harness.errors import BenchError
+
+DEFAULT_CASE_TIMEOUT_S = 600.0
+
+
+@dataclass
+class RunOptions:
+    suite: str
+    backend: str
+    runtime: str | None = None
+    scenarios: list[str] | None = None
+    batches: list[int] | None = None
+    models: list[str] | None = None
+    threads: int | None = None
+    out_dir: str = "results"
+    tags: dict = field(default_factory=dict)
+    measurement: dict = field(default_factory=dict)  # CLI overrides of MeasureSettings fields
+    case_timeout_s: float | None = None
+    backend_options: dict = field(default_factory=dict)
+    rebuild: bool = False
+    argv: list[str] = field(default_factory=list)
+
+
+def default_threads() -> int:
+    try:
+        import psutil
+
+        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    except Exception:
+        return os.cpu_count() or 1
+
+
+def resolve_backend(name: str, runtime: str | None):
+    """Instantiate the backend and check it (and the runtime) can run here, or raise one line."""
+    from harness.plugins import get_backend
+
+    backend = get_backend(name)
+    av = backend.availability()
+    if not av.ok:
+        raise BenchError(f"backend '{name}' is not available here: {av.reason}")
+    runtime = runtime or backend.default_runtime
+    if runtime not in backend.runtimes:
+        raise BenchError(f"unknown runtime '{runtime}' for backend '{name}' (choose from: {', '.join(backend.runtimes)})")
+    rav = backend.runtime_availability(runtime)
+    if not rav.ok:
+        raise BenchError(f"runtime '{runtime}' of backend '{name}' is not available here: {rav.reason}")
+    return backend, runtime
+
+
+def build_settings(suite_measurement: dict, overrides: dict, threads: int, case_timeout_s: float):
+    from harness.measure import MeasureSettings
+
+    values = {**suite_measurement, **{k: v for k, v in overrides.items() if v is not None}}
+    try:
+        s = MeasureSettings(**values)
+        s.validate()
+    except (TypeError, ValueError) as exc:
+        raise BenchError(f"bad measurement settings: {exc}") from None
+    return s
+
+
+def run(opts: RunOptions, *, on_event: Callable[[str, dict], None] | None = None) -> tuple[dict, Path]:
+    """Run a suite; returns ``(record, path)``. ``on_event(kind, data)`` drives the UI."""
+    from harness import env as envmod
+    from harness import records
+    from harness import suite as suitemod
+    from harness.measure import timer_overhead
+
+    emit = on_event or (lambda kind, data: None)
+    suite = suitemod.load(opts.suite)
+    backend, runtime = resolve_backend(opts.backend, opts.runtime)
+    threads = opts.threads or default_threads()
+    timeout = opts.case_timeout_s or suite.case_timeout_s or DEFAULT_CASE_TIMEOUT_S
+    settings = build_settings(suite.measurement, opts.measurement, threads, timeout)
+    cases = suitemod.plan(suite, backend=backend.name, runtime=runtime, scenarios=opts.scenarios,
+                          batches=opts.batches, models=opts.models)
+    if not cases:
+        raise BenchError(f"suite {suite.name} has no cases for the given filters")
+    out_dir = records.check_writable_dir(opts.out_dir)
+
+    started = records.utcnow()
+    fp = envmod.fingerprint()
+    device = backend.device_name()
+    runtime_version = backend.runtime_version(runtime)
+    header = {
+        "schema_version": records.SCHEMA_VERSION,
+        "run_id": records.new_run_id(started),
+        "started_at": records.isoformat(started),
+        "bench": fp.get("bench") or {"version": _version(), "git_sha": None},
+        "command": ["bench", *opts.argv],
+        "suite": {"name": suite.name, "path": str(suite.path), "sha256": suite.sha256},
+        "settings": {**_settings_record(settings), "threads": threads, "case_timeout_s": float(timeout)},
+        "tags": dict(opts.tags),
+        "environment": fp,
+        "timer": timer_overhead(),
+        "backend": {"name": backend.name, "runtime": runtime, "runtime_version": runtime_version,
+                    "device": backend.describe(), "simulated": bool(getattr(backend, "simulated", False))},
+    }
+    journal = records.Journal(out_dir, header)
+    done: list[dict] = []
+    interrupted = False
+    emit("start", {"n_cases": len(cases), "run_id": header["run_id"], "suite": suite.name})
+    artifacts: dict[tuple[str, str], object] = {}
+    try:
+        for i, pc in enumerate(cases):
+            emit("case_start", {"index": i, "case_id": pc.case_id})
+            base = _identity(pc, device=device, runtime_version=runtime_version, threads=threads,
+                             simulated=bool(getattr(backend, "simulated", False)))
+            art = artifacts.get((pc.model, pc.variant))
+            if art is None:
+                art = _artifact(pc.model, pc.variant, opts.rebuild, emit)
+                artifacts[(pc.model, pc.variant)] = art
+            if isinstance(art, BenchError):
+                case = _finish(base, None, {"status": "failed", "reason": f"artifact build failed: {art}"})
+            else:
+                case = _run_one(pc, base, art, settings, threads, timeout, suite, opts)
+            journal.append(case)
+            done.append(case)
+            emit("case_done", {"index": i, "case": case})
+    except KeyboardInterrupt:
+        interrupted = True
+    for pc in cases[len(done):]:
+        base = _identity(pc, device=device, runtime_version=runtime_version, threads=threads,
+                         simulated=bool(getattr(backend, "simulated", False)))
+        done.append(_finish(base, None, {"status": "skipped", "reason": "interrupted (Ctrl-C) before this case ran"}))
+    record = dict(header)
+    record.update(finished_at=records.isoformat(records.utcnow()), interrupted=interrupted, cases=done)
+    path = records.write_record(record, out_dir)
+    journal.remove()
+    if interrupted:
+        raise RunInterrupted(record, path)
+    return record, path
+
+
+class RunInterrupted(KeyboardInterrupt):
+    def __init__(self, record: dict, path: Path):
+        super().__init__("interrupted")
+        self.record = record
+        self.path = path
+
+
+def _version() -> str:
+    from harness import __version__
+
+    return __version__
+
+
+def _settings_record(s) -> dict:
+    d = asdict(s)
+    keep = ("min_time_s", "max_time_s", "min_iterations", "max_iterations", "target_ci", "confidence",
+            "warmup_min_iterations", "warmup_min_time_s", "warmup_max_time_s", "warmup_window", "warmup_tolerance")
+    return {k: d[k] for k in keep if k in d}
+
+
+def _artifact(model: str, variant: str, rebuild: bool, emit):
+    from suites.build import artifact_for
+
+    emit("artifact", {"model": model, "variant": variant})
+    t0 = time.perf_counter()
+    try:
+        art, built = artifact_for(model, variant, rebuild=rebuild)
+    except BenchError as exc:
+        return exc
+    except Exception as exc:  # a recipe that breaks fails its cases, not the run
+        return BenchError(f"{type(exc).__name__}: {exc}")
+    emit("artifact_ready", {"model": model, "variant": variant, "built": built, "seconds": time.perf_counter() - t0})
+    return art
+
+
+def _identity(pc, *, device, runtime_version, threads, simulated) -> dict:
+    return {**pc.as_dict(), "case_id": pc.case_id, "device": device, "runtime_version": runtime_version,
+            "threads": {"requested": threads}, "simulated": simulated}
+
+
+def _finish(base: dict, art, result: dict) -> dict:
+    from harness.env import comparability_key, key_fields
+
+    case = dict(base)
+    case["artifact"] = None if art is None else {"key": art.key, "dir": str(art.dir), "opset": art.meta.get("opset"),
+                                                 "recipe": art.meta.get("recipe")}
+    case.update(result)
+    kf = key_fields({**case, "artifact_hash": None if art is None else art.key,
+                     "threads": (case.get("threads") or {}).get("requested")})
+    case["key_fields"] = kf
+    case["key"] = comparability_key(kf)
+    case.setdefault("reason", None)
+    if art is not None and "complexity" not in case:
+        case["complexity"] = art.meta.get("complexity")
+    return case
+
+
+def _run_one(pc, base, art, settings, threads, timeout, suite, opts) -> dict:
+    from harness.worker import run_in_worker
+
+    payload = {
+        "case": pc.as_dict(),
+        "artifact_dir": str(art.dir),
+        "settings": asdict(settings),
+        "threads": threads,
+        "gate": suite.gate,
+        "metric": suite.metric,
+        "options": opts.backend_options,
+    }
+    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "OPENBLAS_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    wr = run_in_worker("harness.case:run_case", payload, timeout_s=timeout, env=env)
+    worker = wr.to_record()
+    if wr.ok and wr.result is not None:
+        result = dict(wr.result)
+        result["memory"] = {"peak_rss_bytes": wr.peak_rss_bytes}
+        if result.get("backend_info"):
+            bi = result["backend_info"]
+            result["threads"] = {"requested": threads,
+                                 **{k: v for k, v in bi.items() if "thread" in k}}
+        result["worker"] = worker
+        return _finish(base, art, result)
+    return _finish(base, art, {"status": "failed", "reason": wr.reason or "worker failed", "worker": worker})
+
+
+def exit_code(record: dict) -> int:
+    """0 when every case is ok (or unsupported: a stated limit, not a failure); 1 otherwise."""
+    bad = [c for c in record["cases"] if c["status"] in ("failed", "invalid")]
+    return 1 if bad else 0
+
+
+def _stderr_isatty() -> bool:  # pragma: no cover - UI detail
+    return sys.stderr.isatty()

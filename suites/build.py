@@ -1,0 +1,137 @@
+"""Build (or fetch from the cache) the artifact of one (model, variant).
+
+The fp32 artifact is the base: it carries the trained state_dict and the data splits
+(``data.npz``), so variants derive from it without retraining. A variant is made by a
+recipe (``suites.recipes``) from the base; every artifact's ``eval.npz`` carries the
+fp32 model's outputs on the eval inputs ("reference"), so fidelity is always measured
+against the same fp32 reference.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from harness.artifacts import Artifact, artifact_key, get_or_build, package_versions
+from harness.errors import BenchError
+from suites import zoo
+
+BASE_VARIANT = "fp32"
+_BUILD_MODULES = ("suites.build", "suites.zoo.common", "harness.artifacts")
+
+
+def variant_recipe(variant: str):
+    from suites.recipes import get_recipe
+
+    return get_recipe(variant)
+
+
+def artifact_for(model: str, variant: str = BASE_VARIANT, *, rebuild: bool = False,
+                 root: Path | None = None) -> tuple[Artifact, bool]:
+    """Return ``(artifact, built_now)`` for a zoo model's variant."""
+    spec = zoo.get(model)
+    recipe = variant_recipe(variant)
+    builder_module = spec.builder.partition(":")[0]
+    modules = list(_BUILD_MODULES) + [builder_module, recipe.module]
+    key = artifact_key(model=model, variant=variant, modules=modules, params=recipe.params,
+                       seed=spec.seed, versions=package_versions())
+    if variant == BASE_VARIANT:
+        return get_or_build(model, variant, key, lambda d: _build_base(spec, d), root=root, rebuild=rebuild)
+    base, _ = artifact_for(model, BASE_VARIANT, root=root)
+    return get_or_build(model, variant, key, lambda d: _build_variant(spec, base, recipe, d), root=root,
+                        rebuild=rebuild)
+
+
+def _io_meta(onnx_path: Path) -> tuple[list[dict], list[dict], int]:
+    import onnx
+
+    m = onnx.load(str(onnx_path), load_external_data=False)
+    init = {i.name for i in m.graph.initializer}
+
+    def dims(vi):
+        out = []
+        for d in vi.type.tensor_type.shape.dim:
+            out.append(d.dim_value if d.HasField("dim_value") else None)
+        return out
+
+    def dtype(vi):
+        return onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type).name
+
+    inputs = [{"name": i.name, "shape": dims(i), "dtype": dtype(i)} for i in m.graph.input if i.name not in init]
+    outputs = [{"name": o.name, "shape": dims(o), "dtype": dtype(o)} for o in m.graph.output]
+    opset = max((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), default=None)
+    return inputs, outputs, opset
+
+
+def _reference_outputs(onnx_path: Path, input_name: str, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+    return sess.run(None, {input_name: x})[0]
+
+
+def _accuracy(outputs: np.ndarray, labels: np.ndarray | None) -> float | None:
+    if labels is None:
+        return None
+    return float((outputs.argmax(axis=1) == labels).mean())
+
+
+def _build_base(spec: zoo.ModelSpec, d: Path) -> dict:
+    import torch
+
+    from harness.plugins import load_object
+    from suites.zoo.common import export_onnx
+
+    t0 = time.perf_counter()
+    trained = load_object(spec.builder)(seed=spec.seed)
+    export_onnx(trained.module, trained.x_eval, d / "model.onnx", input_name=trained.input_name)
+    torch.save(trained.module.state_dict(), d / "model.pt")
+    np.savez_compressed(d / "data.npz", x_train=trained.x_train,
+                        y_train=trained.y_train if trained.y_train is not None else np.zeros(0),
+                        x_calib=trained.x_calib)
+    ref = _reference_outputs(d / "model.onnx", trained.input_name, trained.x_eval)
+    _save_eval(d, trained.input_name, trained.x_eval, trained.y_eval, ref)
+    np.savez_compressed(d / "calib.npz", **{f"x:{trained.input_name}": trained.x_calib})
+    inputs, outputs, opset = _io_meta(d / "model.onnx")
+    return {
+        "onnx": "model.onnx", "opset": opset, "inputs": inputs, "outputs": outputs, "precision": "fp32",
+        "task": spec.task, "dataset": spec.dataset, "description": spec.description,
+        "torch": {"factory": trained.factory, "kwargs": trained.factory_kwargs, "state_dict": "model.pt"},
+        "reference": {"metric": "top1" if spec.task == "classification" else "fidelity",
+                      "value": _accuracy(ref, trained.y_eval)},
+        "training": trained.info, "recipe": {"name": "fp32", "params": {}},
+        "build_s": time.perf_counter() - t0, "versions": package_versions(),
+    }
+
+
+def _save_eval(d: Path, input_name: str, x: np.ndarray, labels, ref: np.ndarray) -> None:
+    arrays = {f"x:{input_name}": x, "reference": ref}
+    if labels is not None:
+        arrays["labels"] = labels
+    np.savez_compressed(d / "eval.npz", **arrays)
+
+
+def _build_variant(spec, base: Artifact, recipe, d: Path) -> dict:
+    t0 = time.perf_counter()
+    meta = recipe.apply(base, d)  # writes model.onnx (and model.pt if it has a torch form)
+    ev = base.eval_data()
+    input_name = base.inputs[0]["name"]
+    # Same held-out inputs and fp32 reference as the base: every variant is judged against fp32.
+    _save_eval(d, input_name, ev["x"][input_name], ev["labels"], ev["reference"])
+    calib = base.calibration_data()
+    if calib is not None:
+        np.savez_compressed(d / "calib.npz", **{f"x:{k}": v for k, v in calib.items()})
+    inputs, outputs, opset = _io_meta(d / "model.onnx")
+    out = {
+        "onnx": "model.onnx", "opset": opset, "inputs": inputs, "outputs": outputs,
+        "task": spec.task, "dataset": spec.dataset, "description": spec.description,
+        "reference": base.meta["reference"], "base_key": base.key,
+        "build_s": time.perf_counter() - t0, "versions": package_versions(),
+    }
+    out.update(meta)
+    if "precision" not in out:
+        raise BenchError(f"recipe {recipe.name} did not say which precision it produced")
+    return out
