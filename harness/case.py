@@ -50,7 +50,7 @@ def run_case(payload: dict) -> dict:
     from harness import accuracy as acc
     from harness.artifacts import Artifact
     from harness.measure import MeasureSettings, measure, verdict, warm_up
-    from harness.plugins import get_backend
+    from harness.plugins import get_backend, load_object
     from harness.stats import summarize
 
     case = payload["case"]
@@ -59,7 +59,8 @@ def run_case(payload: dict) -> dict:
     if scenario not in SCENARIOS:
         return {"status": "unsupported", "reason": f"scenario {scenario} is not implemented yet"}
     settings = MeasureSettings(**payload["settings"])
-    backend = get_backend(case["backend"])
+    ref = payload.get("backend_ref")
+    backend = load_object(ref)() if ref else get_backend(case["backend"])
     artifact = Artifact.load(payload["artifact_dir"])
 
     t_prep = time.perf_counter()

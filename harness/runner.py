@@ -129,7 +129,7 @@ def run(opts: RunOptions, *, on_event: Callable[[str, dict], None] | None = None
             if isinstance(art, BenchError):
                 case = _finish(base, None, {"status": "failed", "reason": f"artifact build failed: {art}"})
             else:
-                case = _run_one(pc, base, art, settings, threads, timeout, suite, opts)
+                case = _run_one(pc, base, art, backend, settings, threads, timeout, suite, opts)
             journal.append(case)
             done.append(case)
             emit("case_done", {"index": i, "case": case})
@@ -205,7 +205,7 @@ def _finish(base: dict, art, result: dict) -> dict:
     return case
 
 
-def _run_one(pc, base, art, settings, threads, timeout, suite, opts) -> dict:
+def _run_one(pc, base, art, backend, settings, threads, timeout, suite, opts) -> dict:
     from harness.worker import run_in_worker
 
     payload = {
@@ -216,6 +216,8 @@ def _run_one(pc, base, art, settings, threads, timeout, suite, opts) -> dict:
         "gate": suite.gate,
         "metric": suite.metric,
         "options": opts.backend_options,
+        # the parent resolved the backend; the worker loads that very class (no second discovery)
+        "backend_ref": f"{type(backend).__module__}:{type(backend).__qualname__}",
     }
     env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "OPENBLAS_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}

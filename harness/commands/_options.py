@@ -44,8 +44,12 @@ class Positive(click.ParamType):
         if isinstance(value, self.kind):
             v = value
         else:
+            text = str(value).strip()
             try:
-                v = self.kind(str(value).strip().rstrip("%")) / (100 if str(value).strip().endswith("%") else 1)
+                if text.endswith("%") and self.kind is float:
+                    v = float(text[:-1]) / 100
+                else:
+                    v = self.kind(text)
             except ValueError:
                 self.fail(f"'{value}' is not a number", param, ctx)
         if v < 0 or (v == 0 and not self.allow_zero):

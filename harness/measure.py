@@ -1,0 +1,367 @@
+"""The timing loop: timer calibration, warm-up, measurement until a stop rule holds, verdict.
+
+No framework imports. The clock is injectable (any zero-argument callable returning integer
+nanoseconds, ``time.perf_counter_ns`` by default) so tests can script time exactly.
+
+The timed region of one iteration is ``t0 = clock(); step(); t1 = clock()`` and the sample is
+``t1 - t0``: it includes one clock call's worth of overhead, which :func:`timer_overhead`
+measures (a null step measures exactly that). Nothing else runs between ``t0`` and ``t1``;
+the bookkeeping between iterations is one append and one integer comparison, and the stop
+rules (a partial sort for the CI) are evaluated only at scheduled check points.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from array import array
+from dataclasses import asdict, dataclass, field
+from itertools import repeat
+from typing import Callable
+
+import numpy as np
+
+from harness.stats import ci_rel_halfwidth
+
+__all__ = [
+    "MeasureSettings",
+    "MeasureResult",
+    "STOP_REASONS",
+    "timer_overhead",
+    "warm_up",
+    "measure",
+    "verdict",
+]
+
+Clock = Callable[[], int]
+
+STOP_REASONS = ("converged", "max_time", "max_iterations")
+
+# Stop-check schedule once min_time_s and min_iterations are met: the next check comes after
+# max(_CHECK_FRACTION x elapsed, _CHECK_MIN_NS, _CHECK_COST_FACTOR x cost of the last check),
+# never later than max_time_s. The cost term keeps checking under ~1/_CHECK_COST_FACTOR of
+# the wall time even for millions of tiny samples.
+_CHECK_FRACTION = 0.05
+_CHECK_MIN_NS = 50_000_000
+_CHECK_COST_FACTOR = 20
+
+_NS_PER_S = 1_000_000_000
+
+
+@dataclass
+class MeasureSettings:
+    """How long to warm up and measure, and when the measurement is good enough.
+
+    Measurement stops when ``min_time_s`` and ``min_iterations`` are met and the median's
+    relative CI half-width (at ``confidence``) is <= ``target_ci``, or at ``max_time_s`` or
+    ``max_iterations``. Warm-up: see :func:`warm_up`.
+    """
+
+    min_time_s: float = 1.0
+    max_time_s: float = 10.0
+    min_iterations: int = 30
+    max_iterations: int = 10_000_000
+    target_ci: float = 0.01
+    confidence: float = 0.95
+    warmup_min_iterations: int = 5
+    warmup_min_time_s: float = 0.2
+    warmup_max_time_s: float = 5.0
+    warmup_window: int = 10
+    warmup_tolerance: float = 0.02
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming every bad or inconsistent field (all at once)."""
+        errors: list[str] = []
+
+        def number(name: str, *, positive: bool = False) -> bool:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                errors.append(f"{name} must be a finite number, got {v!r}")
+                return False
+            if v < 0 or (positive and v == 0):
+                errors.append(f"{name} must be {'> 0' if positive else '>= 0'}, got {v!r}")
+                return False
+            return True
+
+        def integer(name: str, minimum: int) -> bool:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                errors.append(f"{name} must be an integer, got {v!r}")
+                return False
+            if v < minimum:
+                errors.append(f"{name} must be >= {minimum}, got {v!r}")
+                return False
+            return True
+
+        ok_min_t = number("min_time_s")
+        ok_max_t = number("max_time_s", positive=True)
+        ok_min_i = integer("min_iterations", 1)
+        ok_max_i = integer("max_iterations", 1)
+        number("target_ci", positive=True)
+        if number("confidence", positive=True) and not self.confidence < 1:
+            errors.append(f"confidence must be < 1, got {self.confidence!r}")
+        integer("warmup_min_iterations", 0)
+        ok_wmin_t = number("warmup_min_time_s")
+        ok_wmax_t = number("warmup_max_time_s")
+        integer("warmup_window", 1)
+        number("warmup_tolerance", positive=True)
+        if ok_min_t and ok_max_t and self.max_time_s < self.min_time_s:
+            errors.append(f"max_time_s ({self.max_time_s}) must be >= min_time_s ({self.min_time_s})")
+        if ok_min_i and ok_max_i and self.max_iterations < self.min_iterations:
+            errors.append(
+                f"max_iterations ({self.max_iterations}) must be >= min_iterations ({self.min_iterations})")
+        if ok_wmin_t and ok_wmax_t and self.warmup_max_time_s < self.warmup_min_time_s:
+            errors.append(f"warmup_max_time_s ({self.warmup_max_time_s}) must be >= "
+                          f"warmup_min_time_s ({self.warmup_min_time_s})")
+        if errors:
+            raise ValueError("invalid measurement settings: " + "; ".join(errors))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class MeasureResult:
+    """What :func:`measure` returns: raw samples in time order and why it stopped."""
+
+    samples_ns: list[int] = field(repr=False)
+    iterations: int
+    duration_s: float
+    stop_reason: str  # one of STOP_REASONS
+
+
+def _clock_name(clock: Clock) -> str:
+    name = getattr(clock, "__qualname__", None) or getattr(clock, "__name__", None) or type(clock).__name__
+    module = getattr(clock, "__module__", None)
+    return f"{module}.{name}" if module and module != "builtins" else name
+
+
+def timer_overhead(clock: Clock = time.perf_counter_ns, n: int = 100_000) -> dict:
+    """Cost and granularity of ``clock``, measured with ``n`` back-to-back call pairs.
+
+    ``overhead_ns`` is the median of ``t1 - t0`` over ``t0 = clock(); t1 = clock()``: what
+    one timed iteration of a null step reads, i.e. the floor every sample carries.
+    ``resolution_ns`` is the smallest nonzero delta seen; if no pair saw the clock move, the
+    distance between two consecutive ticks is measured instead (0.0 if the clock never
+    advances within 10 million calls).
+    """
+    if int(n) < 1:
+        raise ValueError(f"n must be >= 1, got {n!r}")
+    deltas = array("q")
+    append = deltas.append
+    for _ in repeat(None, int(n)):
+        t0 = clock()
+        t1 = clock()
+        append(t1 - t0)
+    d = np.array(deltas, dtype=np.int64)
+    nonzero = d[d > 0]
+    if nonzero.size:
+        resolution = float(nonzero.min())
+    else:
+        resolution = 0.0
+        first = clock()
+        tick = None  # the first reading after the clock moved; the next move ends one full tick
+        for _ in repeat(None, 10_000_000):
+            t = clock()
+            if tick is None:
+                if t != first:
+                    tick = t
+            elif t != tick:
+                resolution = float(t - tick)
+                break
+    return {"clock": _clock_name(clock), "overhead_ns": float(np.median(d)), "resolution_ns": resolution}
+
+
+def _windows_agree(previous: list[int], last: list[int], tolerance: float) -> bool:
+    """|median(last) - median(previous)| < tolerance * median(previous)."""
+    m_prev, m_last = statistics.median(previous), statistics.median(last)
+    if m_prev == 0:
+        return m_last == 0
+    return abs(m_last - m_prev) < tolerance * abs(m_prev)
+
+
+def warm_up(step: Callable[[], object], settings: MeasureSettings, clock: Clock = time.perf_counter_ns) -> dict:
+    """Run ``step`` until its per-iteration time has settled; return what happened.
+
+    Rules, with W = ``warmup_window`` and iteration times timed as in :func:`measure`:
+
+    * run at least ``warmup_min_iterations`` iterations and for at least ``warmup_min_time_s``;
+    * then stop as *settled* at the first iteration where the median of the last W times and
+      the median of the W before them differ by less than ``warmup_tolerance`` relative to
+      the earlier one (so at least 2 W iterations run);
+    * stop unsettled once ``warmup_max_time_s`` has elapsed, whatever the other rules say
+      (``warmup_max_time_s = 0`` runs no warm-up at all).
+
+    Returns ``{"iterations", "duration_s", "settled", "samples_ns"}``.
+    """
+    settings.validate()
+    min_iter = settings.warmup_min_iterations
+    min_ns = int(round(settings.warmup_min_time_s * _NS_PER_S))
+    max_ns = int(round(settings.warmup_max_time_s * _NS_PER_S))
+    w = settings.warmup_window
+    tol = settings.warmup_tolerance
+    need = max(min_iter, 2 * w)
+    samples: list[int] = []
+    append = samples.append
+    settled = False
+    start = now = clock()
+    while now - start < max_ns:
+        t0 = clock()
+        step()
+        now = clock()
+        append(now - t0)
+        n = len(samples)
+        if n >= need and now - start >= min_ns and _windows_agree(samples[n - 2 * w:n - w], samples[n - w:], tol):
+            settled = True
+            break
+    return {
+        "iterations": len(samples),
+        "duration_s": (now - start) / _NS_PER_S,
+        "settled": settled,
+        "samples_ns": samples,
+    }
+
+
+def measure(step: Callable[[], object], settings: MeasureSettings, clock: Clock = time.perf_counter_ns) -> MeasureResult:
+    """Time ``step()`` repeatedly until a stop rule holds.
+
+    Each iteration: ``t0 = clock(); step(); t1 = clock()``, sample ``t1 - t0`` (integer ns,
+    kept in time order). Elapsed time is ``t1`` of the latest iteration minus one ``clock()``
+    read before the first. Stop rules, evaluated at check points, first match wins:
+
+    1. ``converged``: elapsed >= ``min_time_s`` and n >= ``min_iterations`` and the median's
+       relative CI half-width (:func:`harness.stats.ci_rel_halfwidth`) <= ``target_ci``;
+    2. ``max_time``: elapsed >= ``max_time_s``;
+    3. ``max_iterations``: n >= ``max_iterations``.
+
+    Check points: the first iteration ending at or after ``min_time_s``; the iteration that
+    brings n to ``min_iterations`` (or ``max_iterations``); the first iteration ending at or
+    after ``max_time_s``; and in between, once the minima are met, after max(5 % of elapsed,
+    50 ms, 20 x the last check's cost). So ``max_time`` and ``max_iterations`` stop exactly
+    at the first iteration that reaches them, and ``converged`` stops at the first check
+    point where the rule holds (at most ~5 % of elapsed time after it first held).
+    """
+    settings.validate()
+    min_ns = int(round(settings.min_time_s * _NS_PER_S))
+    max_ns = int(round(settings.max_time_s * _NS_PER_S))
+    min_iter = int(settings.min_iterations)
+    max_iter = int(settings.max_iterations)
+    target = float(settings.target_ci)
+    confidence = float(settings.confidence)
+
+    buf = array("q")
+    append = buf.append
+    n = 0
+    start = clock()
+    max_deadline = start + max_ns
+    next_check = start + min_ns
+    while True:
+        chunk = max_iter - n
+        if n < min_iter:
+            chunk = min(chunk, min_iter - n)
+        # --- hot loop: locals only, nothing but the step between t0 and t1 ---
+        for _ in repeat(None, chunk):
+            t0 = clock()
+            step()
+            t1 = clock()
+            append(t1 - t0)
+            if t1 >= next_check:
+                break
+        # --- check point ---
+        n = len(buf)
+        elapsed = t1 - start
+        check_cost = 0
+        if elapsed >= min_ns and n >= min_iter:
+            c0 = clock()
+            halfwidth = ci_rel_halfwidth(np.array(buf, dtype=np.int64), confidence, is_sorted=False)
+            if halfwidth <= target:  # False for nan (too few samples for the CI)
+                reason = "converged"
+                break
+            check_cost = clock() - c0
+        if elapsed >= max_ns:
+            reason = "max_time"
+            break
+        if n >= max_iter:
+            reason = "max_iterations"
+            break
+        if n < min_iter:
+            # only max_time can interrupt now; the chunk size brings us back at min_iterations
+            next_check = max_deadline
+        elif elapsed < min_ns:
+            next_check = start + min_ns
+        else:
+            gap = max(int(elapsed * _CHECK_FRACTION), _CHECK_MIN_NS, _CHECK_COST_FACTOR * check_cost)
+            next_check = min(t1 + gap, max_deadline)
+    return MeasureResult(samples_ns=buf.tolist(), iterations=n, duration_s=(t1 - start) / _NS_PER_S,
+                         stop_reason=reason)
+
+
+def _pct(x: float) -> str:
+    return f"{100.0 * x:.1f}%"
+
+
+def verdict(stats: dict | None, stop_reason: str, settings: MeasureSettings, *,
+            accuracy_passed: bool | None = None, min_samples: int | None = None,
+            max_drift: float = 0.10, max_robust_cv: float | None = None, warn_cv: float = 0.10,
+            warn_robust_cv: float = 0.10) -> dict:
+    """Is a measurement fit to report? ``{"valid": bool, "reasons": [...], "warnings": [...]}``.
+
+    ``stats`` is :func:`harness.stats.summarize` output. Each reason/warning is a stable
+    token, a colon and a human detail. Invalid (reasons) when:
+
+    * ``no_samples`` — no stats at all;
+    * ``too_few_samples: n < min_samples`` (``min_samples`` defaults to ``min_iterations``);
+    * ``ci_not_reached`` — the median's relative CI half-width is undefined or > ``target_ci``;
+    * ``unstable: drift`` — |median(2nd half) / median(1st half) - 1| > ``max_drift``: the
+      system changed during the run (thermal throttling, a competing load, unfinished warm-up);
+    * ``unstable: robust CV`` — 1.4826 MAD / median > ``max_robust_cv``, only when a limit is
+      given (default ``None``: no limit, see the warning below);
+    * ``accuracy_gate_failed`` — ``accuracy_passed is False`` (``None``: no gate, no opinion).
+
+    Warnings only (still valid):
+
+    * ``high_variance: CV`` — classical std / mean > ``warn_cv``. Deliberately not a reason:
+      a handful of slow tail iterations (GC pauses, interrupts) inflate std / mean a lot while
+      the median and its CI stay tight, and the tail is reported where it belongs, in p99.
+      The robust CV catches a genuinely noisy bulk instead (pyperf likewise only *warns* at
+      std >= 10 % of the mean);
+    * ``noisy: robust CV`` — 1.4826 MAD / median > ``warn_robust_cv``: the bulk of the samples
+      is spread out. A warning, not a reason, by default: spread is a property of the system
+      under test (a shared machine, a micro-model near the timer's resolution) and is reported
+      in p90/p99 and the CV; what makes a *figure* untrustworthy is a median not pinned down
+      (``ci_not_reached``) or a system that changed during the run (``unstable: drift``);
+    * ``not_converged`` — stopped by max_time / max_iterations although no reason applies
+      (e.g. max_iterations hit before min_time_s).
+    """
+    if stop_reason not in STOP_REASONS:
+        raise ValueError(f"stop_reason must be one of {STOP_REASONS}, got {stop_reason!r}")
+    reasons: list[str] = []
+    warnings: list[str] = []
+    if not stats or not stats.get("n"):
+        return {"valid": False, "reasons": ["no_samples: no timing samples"], "warnings": warnings}
+    need = settings.min_iterations if min_samples is None else int(min_samples)
+    n = int(stats["n"])
+    if n < need:
+        reasons.append(f"too_few_samples: {n} < {need}")
+    hw = stats.get("ci_rel_halfwidth")
+    conf = stats.get("confidence", settings.confidence)
+    if hw is None:
+        reasons.append(f"ci_not_reached: too few samples ({n}) for a {100 * conf:.0f}% CI of the median")
+    elif hw > settings.target_ci:
+        reasons.append(f"ci_not_reached: median CI half-width {_pct(hw)} > target {_pct(settings.target_ci)}")
+    d = stats.get("drift")
+    if d is not None and abs(d) > max_drift:
+        reasons.append(f"unstable: drift {100.0 * d:+.1f}% between halves (limit {_pct(max_drift)})")
+    rcv = stats.get("robust_cv")
+    if rcv is not None and max_robust_cv is not None and rcv > max_robust_cv:
+        reasons.append(f"unstable: robust CV {_pct(rcv)} > {_pct(max_robust_cv)}")
+    elif rcv is not None and rcv > warn_robust_cv:
+        warnings.append(f"noisy: robust CV {_pct(rcv)} > {_pct(warn_robust_cv)}")
+    if accuracy_passed is False:
+        reasons.append("accuracy_gate_failed: accuracy outside the gate")
+    c = stats.get("cv")
+    if c is not None and c > warn_cv:
+        warnings.append(f"high_variance: CV {_pct(c)} > {_pct(warn_cv)} (robust CV {_pct(rcv or 0.0)})")
+    if stop_reason != "converged" and not reasons:
+        warnings.append(f"not_converged: stopped by {stop_reason}")
+    return {"valid": not reasons, "reasons": reasons, "warnings": warnings}
