@@ -109,9 +109,10 @@ def write_atomic(path: Path, text: str) -> Path:
 
 def write_record(record: dict, out_dir: Path | str) -> Path:
     """Validate and write ``record`` into ``out_dir``; returns the file's path."""
-    validate(record)
+    text = dumps(record)
+    validate(json.loads(text))  # validate exactly what lands on disk (numpy scalars become JSON)
     out = Path(out_dir)
-    return write_atomic(out / record_filename(record), dumps(record) + "\n")
+    return write_atomic(out / record_filename(record), text + "\n")
 
 
 def check_writable_dir(out_dir: Path | str) -> Path:
@@ -169,7 +170,9 @@ def read_journal(path: Path | str) -> dict:
         raise BenchError(f"{path}: not a bench journal")
     record = dict(header)
     record["cases"] = cases
-    record.setdefault("interrupted", True)
+    record["interrupted"] = True  # a journal is what is left of a run that never finished
+    if "finished_at" not in record:
+        record["finished_at"] = isoformat(_dt.datetime.fromtimestamp(Path(path).stat().st_mtime, _dt.timezone.utc))
     return record
 
 

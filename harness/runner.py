@@ -115,7 +115,8 @@ def run(opts: RunOptions, *, on_event: Callable[[str, dict], None] | None = None
     journal = records.Journal(out_dir, header)
     done: list[dict] = []
     interrupted = False
-    emit("start", {"n_cases": len(cases), "run_id": header["run_id"], "suite": suite.name})
+    emit("start", {"n_cases": len(cases), "run_id": header["run_id"], "suite": suite.name,
+                   "case_budget_s": settings.warmup_max_time_s + settings.max_time_s})
     artifacts: dict[tuple[str, str], object] = {}
     try:
         for i, pc in enumerate(cases):

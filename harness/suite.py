@@ -101,10 +101,12 @@ def load(name_or_path: str, _seen: tuple = ()) -> Suite:
             item = {"name": item}
         suite.models.append({"name": item["name"], "variants": item.get("variants", default_variants),
                              "batch_sizes": item.get("batch_sizes", default_batches)})
+    here = str(path.resolve())
     for inc in data.get("include", []):
-        if inc in _seen or inc == suite.name:
+        target = str(suites[inc].resolve()) if inc in suites else str(Path(inc).resolve())
+        if target in _seen or target == here:
             raise BenchError(f"suite {path}: include cycle through '{inc}'")
-        other = load(inc, _seen + (suite.name,))
+        other = load(inc, _seen + (here,))
         for m in other.models:
             if m not in suite.models:
                 suite.models.append(m)

@@ -25,12 +25,15 @@ def fmt_rate(x) -> str:
     return f"{x:.3g} /s"
 
 
-def fmt_accuracy(acc) -> str:
+_SHORT = {"single-stream": "SS", "offline": "off", "multi-stream": "MS", "server": "srv"}
+
+
+def fmt_accuracy(acc, delta: bool = True) -> str:
     if not acc or acc.get("value") is None:
         return "-"
     v = acc["value"]
     s = f"{v * 100:.2f}%" if acc.get("metric") in ("top1", "top1_agreement") else f"{v:.4g}"
-    if acc.get("delta") is not None and acc.get("metric") in ("top1", "top1_agreement"):
+    if delta and acc.get("delta") is not None and acc.get("metric") in ("top1", "top1_agreement"):
         s += f" ({acc['delta'] * 100:+.2f})"
     if acc.get("passed") is False:
         s += " FAIL"
@@ -40,16 +43,33 @@ def fmt_accuracy(acc) -> str:
 STATUS_STYLE = {"ok": "green", "invalid": "yellow", "failed": "red", "skipped": "dim", "unsupported": "magenta"}
 
 
-def run_table(record: dict, title: str | None = None):
-    """One row per case; reasons of non-ok cases go to numbered notes under the table."""
+COLUMNS = (("model", "left"), ("variant", "left"), ("backend", "left"), ("prec", "left"), ("batch", "right"),
+           ("scenario", "left"), ("p50", "right"), ("p90", "right"), ("p99", "right"), ("±CI", "right"),
+           ("throughput", "right"), ("accuracy", "right"), ("status", "left"))
+#: dropped first when the terminal is narrow (the record has them all)
+NARROW_DROP = ("backend", "±CI", "p99", "prec")
+
+
+def run_table(record: dict, title: str | None = None, width: int | None = None):
+    """One row per case; reasons of non-ok cases go to numbered notes under the table.
+
+    On a terminal narrower than 140 columns the backend, CI, p99 and precision columns are
+    left out (the title names the backend) rather than squeezing every cell.
+    """
     from rich.table import Table
 
-    t = Table(title=title or f"run {record['run_id']} · suite {record['suite']['name']}", title_justify="left")
-    for col, just in (("model", "left"), ("variant", "left"), ("backend", "left"), ("prec", "left"),
-                      ("batch", "right"), ("scenario", "left"), ("p50", "right"), ("p90", "right"),
-                      ("p99", "right"), ("±CI", "right"), ("throughput", "right"), ("accuracy", "right"),
-                      ("status", "left")):
-        t.add_column(col, justify=just, no_wrap=True)
+    narrow = width is not None and width < 140
+    tiny = width is not None and width < 110
+    keep = [c for c in COLUMNS if not (narrow and c[0] in NARROW_DROP)]
+    if tiny:  # one "case" column instead of model + variant, short scenario names
+        keep = [("case", "left")] + [c for c in keep if c[0] not in ("model", "variant")]
+    backends = sorted({f"{c['backend']}/{c['runtime']}" for c in record["cases"]})
+    t = Table(title=title or f"run {record['run_id']} · suite {record['suite']['name']} · {', '.join(backends)}",
+              title_justify="left")
+    for col, just in keep:
+        t.add_column(col, justify=just, no_wrap=col not in ("model", "case", "status"),
+                     min_width=6 if col in ("case", "model", "status") else None)
+    names = [c[0] for c in keep]
     notes: list[str] = []
     for c in record["cases"]:
         lat = c.get("latency_ns") or {}
@@ -61,13 +81,15 @@ def run_table(record: dict, title: str | None = None):
         if c.get("reason"):
             notes.append(f"[{len(notes) + 1}] {c['case_id']}: {c['reason']}")
             status_cell += f" [{len(notes)}]"
-        t.add_row(
+        cells = {"case": f"{c['model']} {c['variant']}"}
+        cells.update(zip([c[0] for c in COLUMNS], (
             c["model"], c["variant"], f"{c['backend']}/{c['runtime']}", c["precision"], str(c["batch"]),
-            c["scenario"], fmt_time_ns(lat.get("p50")) + est, fmt_time_ns(lat.get("p90")) + est,
+            _SHORT.get(c["scenario"], c["scenario"]) if tiny else c["scenario"], fmt_time_ns(lat.get("p50")) + est, fmt_time_ns(lat.get("p90")) + est,
             fmt_time_ns(lat.get("p99")) + est, "-" if ci is None else f"{ci * 100:.1f}%",
             fmt_rate((c.get("throughput") or {}).get("samples_per_s")) + est,
-            fmt_accuracy(c.get("accuracy")), status_cell,
-        )
+            fmt_accuracy(c.get("accuracy"), delta=not tiny), status_cell,
+        )))
+        t.add_row(*[cells[n] for n in names])
     if any(c.get("simulated") for c in record["cases"]):
         notes.append("* estimated by a performance model (simulated backend), not measured")
     return t, notes
@@ -77,7 +99,7 @@ def print_run(record: dict, path=None, console=None) -> None:
     from rich.console import Console
 
     console = console or Console(width=None if _tty() else 200)
-    table, notes = run_table(record)
+    table, notes = run_table(record, width=console.width)
     console.print(table)
     for note in notes:
         console.print(note, highlight=False, markup=False)

@@ -72,34 +72,63 @@ def command(ctx, suite, backend, runtime, scenarios, batches, min_time, max_time
 
 
 class _Progress:
-    """Overall bar over cases plus a live line for the case in flight."""
+    """An overall bar over the cases, and a live bar for the case in flight.
+
+    The case bar fills with elapsed time against the case's upper bound (warm-up max + max
+    measuring time); a case that converges early simply completes early.
+    """
 
     def __init__(self, console, quiet: bool):
         self.console = console
         self.quiet = quiet or not console.is_terminal
         self.progress = None
         self.task = None
+        self.case_task = None
+        self.case_budget = 1.0
+        self._stop = None
 
     def __enter__(self):
         if not self.quiet:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+            import threading
+
+            from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
             self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                                     MofNCompleteColumn(), TimeElapsedColumn(), console=self.console, transient=True)
+                                     TextColumn("{task.fields[count]}"), TimeElapsedColumn(), console=self.console,
+                                     transient=True)
             self.progress.__enter__()
+            self._stop = threading.Event()
+            threading.Thread(target=self._tick, daemon=True).start()
         return self
 
     def __exit__(self, *exc):
+        if self._stop is not None:
+            self._stop.set()
         if self.progress is not None:
             self.progress.__exit__(*exc)
         return False
+
+    def _tick(self):
+        import time
+
+        while not self._stop.wait(0.2):
+            task = self.case_task
+            if task is None:
+                continue
+            t = self.progress.tasks[task] if task < len(self.progress.tasks) else None
+            if t is not None and t.started and not t.finished:
+                done = min(t.elapsed or 0.0, self.case_budget * 0.99)
+                self.progress.update(task, completed=done, count=f"{done:.0f}/{self.case_budget:.0f} s max")
 
     def event(self, kind: str, data: dict) -> None:
         from harness.table import fmt_rate, fmt_time_ns
 
         if kind == "start":
+            self.case_budget = float(data.get("case_budget_s") or 1.0)
             if self.progress is not None:
-                self.task = self.progress.add_task(f"suite {data['suite']}", total=data["n_cases"])
+                self.n_cases = data["n_cases"]
+                self.task = self.progress.add_task(f"suite {data['suite']}", total=self.n_cases,
+                                                   count=f"0/{self.n_cases} cases")
             else:
                 self.console.print(f"run {data['run_id']}: {data['n_cases']} cases of suite {data['suite']}")
         elif kind == "artifact":
@@ -107,7 +136,9 @@ class _Progress:
         elif kind == "artifact_ready" and data["built"]:
             self.console.print(f"built {data['model']}/{data['variant']} in {data['seconds']:.1f} s")
         elif kind == "case_start":
-            self._say(f"measuring {data['case_id']}")
+            if self.progress is not None:
+                self.case_task = self.progress.add_task(f"  {data['case_id']}", total=self.case_budget,
+                                                        count=f"0/{self.case_budget:.0f} s max")
         elif kind == "case_done":
             c = data["case"]
             lat = c.get("latency_ns") or {}
@@ -116,7 +147,12 @@ class _Progress:
             mark = {"ok": "[green]✓[/]", "invalid": "[yellow]![/]", "unsupported": "[magenta]-[/]"}.get(c["status"], "[red]✗[/]")
             self.console.print(f"{mark} {c['case_id']}: {c['status']} · {detail}", highlight=False)
             if self.progress is not None:
+                if self.case_task is not None:
+                    self.progress.remove_task(self.case_task)
+                    self.case_task = None
                 self.progress.advance(self.task)
+                done = int(self.progress.tasks[self.task].completed)
+                self.progress.update(self.task, count=f"{done}/{self.n_cases} cases")
 
     def _say(self, text: str) -> None:
         if self.progress is not None and self.task is not None:
