@@ -61,6 +61,10 @@ class Session:
         """Optional device-side timings gathered while running (e.g. CUDA events)."""
         return None
 
+    def energy_meter(self):
+        """A meter (see :mod:`harness.energy`) for the device this session runs on, or None."""
+        return None
+
     def close(self) -> None:
         """Release the session's resources."""
 

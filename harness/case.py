@@ -91,7 +91,10 @@ def run_case(payload: dict) -> dict:
     step()  # first call reported apart (lazy init, compile, autotune)
     first_call_ns = time.perf_counter_ns() - t_first
     wu = warm_up(step, settings)
-    res = measure(step, settings)
+    from harness.energy import measure_energy
+
+    res, energy = measure_energy(session.energy_meter(), lambda: measure(step, settings),
+                                 inferences_of=lambda r: r.iterations * batch)
     samples = res.samples_ns
     stats = summarize(samples, settings.confidence)
     mean_s = stats["mean"] / 1e9
@@ -120,6 +123,7 @@ def run_case(payload: dict) -> dict:
         "stop_reason": res.stop_reason,
         "validity": v,
         "accuracy": accuracy,
+        "energy": energy,
         "backend_info": session.info,
         "timings": session.timings(),
     }

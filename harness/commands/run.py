@@ -80,6 +80,7 @@ class _Progress:
 
     def __init__(self, console, quiet: bool):
         self.console = console
+        self.silent = quiet
         self.quiet = quiet or not console.is_terminal
         self.progress = None
         self.task = None
@@ -123,6 +124,8 @@ class _Progress:
     def event(self, kind: str, data: dict) -> None:
         from harness.table import fmt_rate, fmt_time_ns
 
+        if self.silent:
+            return
         if kind == "start":
             self.case_budget = float(data.get("case_budget_s") or 1.0)
             if self.progress is not None:
