@@ -206,3 +206,22 @@ def test_ctrl_c_keeps_finished_cases(tmp_path, fault_plugin_path, bench_cache):
     assert record["cases"][0]["status"] in ("ok", "invalid") and record["cases"][0]["samples_ns"]
     assert not journal.exists()
     assert "interrupted" in stdout
+
+
+def test_torch_runtime_matches_onnxruntime_accuracy(tmp_path, bench_cache):
+    out = tmp_path / "r"
+    records = {}
+    for runtime in ("torch", "onnxruntime"):
+        proc = run_bench(["run", "--suite", "smoke", "--backend", "cpu", "--runtime", runtime, "--scenario",
+                          "single-stream", "--out", str(out / runtime), "--threads", "1", *FAST],
+                         env=bench_env(cache=bench_cache))
+        assert proc.returncode in (0, 1), proc.stderr
+        (f,) = records_in(out / runtime)
+        records[runtime] = json.loads(f.read_text())["cases"][0]
+    t, o = records["torch"], records["onnxruntime"]
+    assert t["status"] in ("ok", "invalid") and t["runtime"] == "torch"
+    assert t["threads"]["num_threads"] == 1 and o["threads"]["intra_op_num_threads"] == 1
+    assert t["backend_info"]["mode"] == "eager"
+    assert t["accuracy"]["value"] == pytest.approx(o["accuracy"]["value"])
+    assert t["accuracy"]["fidelity"]["max_abs_diff"] < 1e-4  # same weights, two runtimes
+    assert t["key"] != o["key"]  # runtime is part of the comparability key
