@@ -18,7 +18,7 @@ from harness.errors import BenchError
 from suites import zoo
 
 BASE_VARIANT = "fp32"
-_BUILD_MODULES = ("suites.build", "suites.zoo.common", "harness.artifacts")
+_BUILD_MODULES = ("suites.build", "suites.zoo.common", "harness.artifacts", "harness.complexity")
 
 
 def variant_recipe(variant: str):
@@ -64,6 +64,17 @@ def _io_meta(onnx_path: Path) -> tuple[list[dict], list[dict], int]:
     return inputs, outputs, opset
 
 
+def _complexity(onnx_path: Path) -> dict | None:
+    """The shared ONNX-graph counter (harness.complexity), minus the per-op breakdown."""
+    from harness.complexity import count
+
+    try:
+        c = count(onnx_path)
+    except BenchError as exc:
+        return {"error": str(exc)}
+    return {k: v for k, v in c.items() if k != "per_op"}
+
+
 def _reference_outputs(onnx_path: Path, input_name: str, x: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
 
@@ -103,6 +114,7 @@ def _build_base(spec: zoo.ModelSpec, d: Path) -> dict:
         "reference": {"metric": "top1" if spec.task == "classification" else "fidelity",
                       "value": _accuracy(ref, trained.y_eval)},
         "training": trained.info, "recipe": {"name": "fp32", "params": {}},
+        "complexity": _complexity(d / "model.onnx"),
         "build_s": time.perf_counter() - t0, "versions": package_versions(),
     }
 
@@ -129,6 +141,7 @@ def _build_variant(spec, base: Artifact, recipe, d: Path) -> dict:
         "onnx": "model.onnx", "opset": opset, "inputs": inputs, "outputs": outputs,
         "task": spec.task, "dataset": spec.dataset, "description": spec.description,
         "reference": base.meta["reference"], "base_key": base.key,
+        "complexity": _complexity(d / "model.onnx"),
         "build_s": time.perf_counter() - t0, "versions": package_versions(),
     }
     out.update(meta)
