@@ -1,0 +1,120 @@
+"""bench's single-stream latency against MLPerf LoadGen's, on the same session, same process.
+
+    pip install mlcommons-loadgen
+    python benchmarks/bench_vs_loadgen.py [--model mlp-digits] [--seconds 5]
+
+LoadGen (the MLPerf reference harness) drives the SUT in SingleStream: it issues one query,
+waits for ``QuerySamplesComplete``, issues the next, and reports percentiles of the
+issue-to-completion latency. bench times ``session.run`` back to back in its own loop. Both
+drive the very same onnxruntime session on the same inputs, one after the other, in one
+process; the script prints both p50/p90 and their ratios. LoadGen's latency includes its C++
+-> Python callback and response bookkeeping (a few µs), so on micro-models (tens of µs) its
+figures are higher by about that constant; on real models the ratio should be ~1.
+"""
+from __future__ import annotations
+
+import argparse
+import array
+import itertools
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def loadgen_single_stream(run, pool, seconds: float, expected_ns: int) -> dict:
+    import mlperf_loadgen as lg
+
+    keep = []
+
+    def issue(queries):
+        responses = []
+        for q in queries:
+            out = run(pool[q.index % len(pool)])[0]
+            buf = array.array("B", out.tobytes())
+            keep.append(buf)
+            ptr, _ = buf.buffer_info()
+            responses.append(lg.QuerySampleResponse(q.id, ptr, len(buf)))
+        lg.QuerySamplesComplete(responses)
+        if len(keep) > 1000:
+            del keep[:500]
+
+    def flush():
+        pass
+
+    settings = lg.TestSettings()
+    settings.scenario = lg.TestScenario.SingleStream
+    settings.mode = lg.TestMode.PerformanceOnly
+    settings.single_stream_expected_latency_ns = int(expected_ns)
+    settings.min_duration_ms = int(seconds * 1000)
+    settings.min_query_count = 100
+    sut = lg.ConstructSUT(issue, flush)
+    qsl = lg.ConstructQSL(len(pool), len(pool), lambda s: None, lambda s: None)
+    with tempfile.TemporaryDirectory() as out:
+        log = lg.LogOutputSettings()
+        log.outdir = out
+        log.copy_summary_to_stdout = False
+        ls = lg.LogSettings()
+        ls.log_output = log
+        lg.StartTestWithLogSettings(sut, qsl, settings, ls)
+        summary = (Path(out) / "mlperf_log_summary.txt").read_text()
+    lg.DestroyQSL(qsl)
+    lg.DestroySUT(sut)
+
+    def grab(label):
+        m = re.search(rf"{label}\s*:\s*([0-9.]+)", summary)
+        return float(m.group(1)) if m else None
+
+    return {"p50": grab(r"50.00 percentile latency \(ns\)"), "p90": grab(r"90.00 percentile latency \(ns\)"),
+            "valid": "Result is : VALID" in summary, "queries": grab(r"Samples per second")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="mlp-digits")
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+
+    from backends.cpu import CPUBackend
+    from harness.case import input_pool
+    from harness.measure import MeasureSettings, measure, warm_up
+    from harness.stats import summarize
+    from suites.build import artifact_for
+
+    art, _ = artifact_for(args.model)
+    pool = input_pool(art.eval_data()["x"], art.inputs, 1)
+    session = CPUBackend().prepare(art, precision="fp32", batch=1, threads=args.threads, runtime="onnxruntime",
+                                   options={"io_binding": 0})  # LoadGen holds outputs: no shared buffers
+    it = itertools.cycle(pool)
+    nxt, run = it.__next__, session.run
+
+    def step():
+        run(nxt())
+
+    settings = MeasureSettings(min_time_s=args.seconds, max_time_s=args.seconds * 2, target_ci=0.002)
+    warm_up(step, settings)
+    rows = []
+    for order in ("bench", "loadgen", "bench", "loadgen"):
+        if order == "bench":
+            st = summarize(measure(step, settings).samples_ns)
+            rows.append(("bench", st["p50"], st["p90"]))
+        else:
+            lg = loadgen_single_stream(run, pool, args.seconds, expected_ns=rows[0][1])
+            rows.append(("loadgen", lg["p50"], lg["p90"]))
+    for name, p50, p90 in rows:
+        print(f"{name:8s} p50 {p50 / 1e3:9.2f} µs   p90 {p90 / 1e3:9.2f} µs")
+    b = [r for r in rows if r[0] == "bench"]
+    g = [r for r in rows if r[0] == "loadgen"]
+    p50_ratio = sum(x[1] for x in b) / sum(x[1] for x in g)
+    p90_ratio = sum(x[2] for x in b) / sum(x[2] for x in g)
+    diff_p50 = (sum(x[1] for x in g) - sum(x[1] for x in b)) / len(b)
+    print(f"{args.model}: bench/LoadGen p50 ratio {p50_ratio:.3f}, p90 ratio {p90_ratio:.3f} "
+          f"(LoadGen - bench p50 = {diff_p50 / 1e3:.2f} µs: LoadGen's per-query callback cost)")
+
+
+if __name__ == "__main__":
+    main()
