@@ -46,11 +46,16 @@ def new_run_id(now: _dt.datetime | None = None) -> str:
     return now.astimezone(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(4)
 
 
-def validation_errors(record: dict) -> list[str]:
-    """Every way ``record`` breaks the schema, as ``path: message`` lines (empty when valid)."""
+@lru_cache(maxsize=1)
+def _validator():
     import jsonschema
 
-    validator = jsonschema.Draft202012Validator(schema())
+    return jsonschema.Draft202012Validator(schema())
+
+
+def validation_errors(record: dict) -> list[str]:
+    """Every way ``record`` breaks the schema, as ``path: message`` lines (empty when valid)."""
+    validator = _validator()
     errors = []
     for err in sorted(validator.iter_errors(record), key=lambda e: list(e.absolute_path)):
         where = "/".join(str(p) for p in err.absolute_path) or "(root)"

@@ -455,3 +455,24 @@ def test_importing_the_reporter_stays_light():
             "print(' '.join(m for m in ('plotly', 'pandas', 'torch', 'onnxruntime', 'tensorflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_history_adds_trend_charts(tmp_path):
+    import datetime as dt
+
+    from harness.records import write_record
+    from tests.synth import make_case, make_record
+
+    t0 = dt.datetime(2026, 10, 1, tzinfo=dt.timezone.utc)
+    for night in range(8):
+        median = 100_000 if night < 4 else 130_000  # a lasting 30 % step after night 4
+        write_record(make_record([make_case(median_ns=median, seed=night)], started=t0 + dt.timedelta(days=night)),
+                     tmp_path)
+    from harness.cli import main
+
+    out = tmp_path / "rep.html"
+    assert main(["report", str(tmp_path), "--out", str(out), "--history"]) == 0
+    html = out.read_text()
+    assert 'id="trends"' in html and 'id="chart-trend-0"' in html
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "plain.html")]) == 0
+    assert 'id="trends"' not in (tmp_path / "plain.html").read_text()

@@ -38,7 +38,9 @@ def _formats(value: str) -> list[str]:
 @click.option("--title", default=None, help="Title of the report.")
 @click.option("--images", type=click.Choice(["png", "svg"]), default=None,
               help="Also export each chart as an image beside the report (needs kaleido + Chromium).")
-def command(paths, out, formats, prices, baseline, cdf, title, images):
+@click.option("--history", is_flag=True,
+              help="Add trend charts per case over the runs of each machine, with detected steps marked.")
+def command(paths, out, formats, prices, baseline, cdf, title, images, history):
     """Render run records (files, directories, globs; default results/) into a report.
 
     The HTML is one self-contained file (plotly.js embedded: opens offline) with key
@@ -49,7 +51,8 @@ def command(paths, out, formats, prices, baseline, cdf, title, images):
 
     fmts = _formats(formats)
     items = list(paths) or [DEFAULT_RESULTS]
-    r = rep.build(items, baseline=baseline, prices=prices, cdf_cases=list(cdf) or None, title=title)
+    r = rep.build(items, baseline=baseline, prices=prices, cdf_cases=list(cdf) or None, title=title,
+                  history=history)
     stem = rep.default_stem()
     if out is None:
         target = Path(DEFAULT_REPORTS) / stem

@@ -37,8 +37,9 @@ class Report:
     """Everything a report shows, computed once from a set of run records."""
 
     def __init__(self, records: list[dict], *, baseline: str | None = None, prices: Prices | None = None,
-                 cdf_cases: list[str] | None = None, title: str | None = None):
+                 cdf_cases: list[str] | None = None, title: str | None = None, history: bool = False):
         self.records = records
+        self.history = history
         self.prices = prices
         self.cdf_cases = list(cdf_cases) if cdf_cases else None
         self.title = title or "bench report"
@@ -59,6 +60,15 @@ class Report:
         if not self.dataset.multi_platform:
             return None
         return procurement_rows(self.dataset, self.prices)
+
+    @cached_property
+    def trend_figures(self) -> list:
+        """Per-case trend charts over the runs of each machine, steps marked (``--history``)."""
+        if not self.history:
+            return []
+        from harness.history import trend_figures
+
+        return trend_figures(self.records)
 
     @cached_property
     def tables(self) -> dict[str, Any]:
@@ -120,12 +130,12 @@ def _records(source: Any) -> list[dict]:
 
 
 def build(records: Any, *, baseline: str | None = None, prices: str | Path | Prices | None = None,
-          cdf_cases: Iterable[str] | None = None, title: str | None = None) -> Report:
+          cdf_cases: Iterable[str] | None = None, title: str | None = None, history: bool = False) -> Report:
     """A :class:`Report` of ``records`` (dicts, or paths / directories / globs of record files)."""
     if prices is not None and not isinstance(prices, Prices):
         prices = load_prices(prices)
     return Report(_records(records), baseline=baseline, prices=prices,
-                  cdf_cases=list(cdf_cases) if cdf_cases else None, title=title)
+                  cdf_cases=list(cdf_cases) if cdf_cases else None, title=title, history=history)
 
 
 def tables(records: Any, **kw) -> dict[str, Any]:

@@ -179,7 +179,8 @@ def render_html(report, *, generated_at: _dt.datetime | None = None) -> str:
     toc = [("findings", "Key findings"), ("cases", "Results"), ("problems", "Problems")]
     if "procurement" in tabs:
         toc.append(("procurement", "Procurement"))
-    toc += [("charts", "Charts"), ("machines", "Machines"), ("notes", "How to read")]
+    toc += [("charts", "Charts")] + ([("trends", "Trends")] if report.history else [])
+    toc += [("machines", "Machines"), ("notes", "How to read")]
     parts.append("<nav>" + "".join(f'<a href="#{a}">{esc(t)}</a>' for a, t in toc) + "</nav></header>")
 
     parts.append('<section id="findings"><h2>Key findings</h2><ul class="findings">'
@@ -218,6 +219,18 @@ def render_html(report, *, generated_at: _dt.datetime | None = None) -> str:
                          f"{esc(charts.skipped.get(name, ''))}</div>")
     parts.append("</section>")
 
+    trends = report.trend_figures
+    if report.history:
+        parts.append('<section id="trends"><h2>Trends</h2><p>Per case, the p50 latency of every run of the same '
+                     "machine over time, with the fitted levels of an L1 step fit; red/green lines mark lasting "
+                     "regressions/improvements, an orange dashed line a change not yet confirmed by a later run, "
+                     "crosses one-run blips.</p>")
+        if not trends:
+            parts.append('<div class="skipped">No case has more than one run on the same machine yet.</div>')
+        for i, _ in enumerate(trends):
+            parts.append(f'<figure id="figure-trend-{i}"><div class="chart" id="chart-trend-{i}"></div></figure>')
+        parts.append("</section>")
+
     parts.append('<section id="machines"><h2>Machines</h2>' + table_html("machines", tabs["machines"]) + "</section>")
     parts.append('<section id="notes"><h2>How to read</h2><ul>'
                  "<li>Status <b>invalid</b>: the case ran but its measurement failed a validity check "
@@ -228,6 +241,7 @@ def render_html(report, *, generated_at: _dt.datetime | None = None) -> str:
                  "</ul></section>")
 
     fig_specs = {name: _figure_json(fig) for name, fig in charts.figures.items()}
+    fig_specs.update({f"trend-{i}": _figure_json(fig) for i, fig in enumerate(trends)})
     plots = ",\n".join(
         f'draw("chart-{name}", {spec})' for name, spec in fig_specs.items())
     script = ("(function(){var cfg={responsive:true,displaylogo:false};"

@@ -1,0 +1,835 @@
+"""Compare two runs case by case: ratio, confidence interval, significance, verdict, exit code.
+
+Cases are matched by their comparability key (``case["key"]``), so a case is compared only
+with the same model artifact, variant, backend + runtime version, device, precision,
+batch, scenario and threads. Unmatched cases are listed, never dropped.
+
+For each matched case and metric (:data:`METRICS`) the statistics of
+:mod:`harness.changes` give a ratio NEW/BASE, its bootstrap confidence interval, a p-value
+and a verdict; :class:`Comparison` rolls them up into the exit code of ``bench compare``:
+
+====  ==================================================================
+0     no regression (every compared metric unchanged or improved)
+1     at least one regression (beyond threshold and significant)
+2     bad input, or a benchmark error (a case that failed in NEW)
+3     inconclusive (beyond threshold but not significant, too few samples,
+      a case or metric missing on one side) or no baseline
+====  ==================================================================
+
+Precedence when several apply: 1, then 2, then 3. The method is documented in
+``docs/regression.md``.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from harness.changes import (DEFAULT_ALPHA, DEFAULT_CONFIDENCE, DEFAULT_MIN_SAMPLES, DEFAULT_N_BOOT,
+                             DEFAULT_SEED, HIGHER, IMPROVEMENT, INCONCLUSIVE, LOWER, REGRESSION, UNCHANGED,
+                             Change, compare_samples, compare_values, judge)
+from harness.errors import EXIT_CASES_FAILED, EXIT_INCONCLUSIVE, EXIT_OK, EXIT_USAGE, BenchError
+
+__all__ = [
+    "METRICS", "DEFAULT_METRICS", "DEFAULT_THRESHOLDS", "NoBaseline", "Thresholds", "Settings",
+    "CaseResult", "RunInfo", "Comparison", "parse_fraction", "parse_threshold_spec", "load_config",
+    "make_settings", "compare_records", "RunFinder", "resolve_run", "this_machine_id", "render_text", "render_markdown",
+    "to_json",
+]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    stat: float | str | None  # quantile / "mean" of the samples, None: a single recorded value
+    better: str
+    label: str
+
+
+METRICS: dict[str, MetricSpec] = {
+    "p50": MetricSpec("p50", 0.5, LOWER, "p50 latency"),
+    "p99": MetricSpec("p99", 0.99, LOWER, "p99 latency"),
+    "throughput": MetricSpec("throughput", "mean", HIGHER, "throughput"),
+    "accuracy": MetricSpec("accuracy", None, HIGHER, "accuracy"),
+}
+DEFAULT_METRICS = ("p50", "p99", "throughput", "accuracy")
+#: Built-in thresholds ("*" is every metric not named). Accuracy of the same artifact on the
+#: same data should not move at all, so its default is tighter.
+DEFAULT_THRESHOLDS = {"*": 0.05, "accuracy": 0.01}
+
+# Case verdicts, worst first (the order decides a case's overall verdict and the sort order).
+ERROR = "error"
+NO_BASELINE = "no baseline"
+MISSING = "missing"
+SKIPPED = "skipped"
+CASE_ORDER = [REGRESSION, ERROR, INCONCLUSIVE, NO_BASELINE, MISSING, IMPROVEMENT, UNCHANGED, SKIPPED]
+
+OK_STATUSES = ("ok", "invalid")
+NOT_RUN = ("skipped", "unsupported")
+
+
+class NoBaseline(BenchError):
+    """No BASE run to compare with (e.g. ``previous`` on the first night): exit 3."""
+
+    exit_code = EXIT_INCONCLUSIVE
+
+
+# --------------------------------------------------------------------------- thresholds & settings
+
+_FRACTION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(%?)\s*$")
+
+
+def parse_fraction(value: Any, what: str = "threshold") -> float:
+    """``"5%"`` or ``0.05`` -> 0.05. A bare number >= 1 is refused as ambiguous."""
+    if isinstance(value, bool):
+        raise BenchError(f"{what} {value!r} is not a number")
+    if isinstance(value, (int, float)):
+        text, pct = str(value), ""
+        v = float(value)
+    else:
+        m = _FRACTION.match(str(value))
+        if not m:
+            raise BenchError(f"{what} {value!r} is not a number or a percentage (e.g. 5% or 0.05)")
+        v, pct = float(m.group(1)), m.group(2)
+        text = str(value).strip()
+    if pct:
+        v /= 100
+    elif v >= 1:
+        raise BenchError(f"{what} {text} is ambiguous: write {text}% or {v / 100:g}")
+    if not 0 <= v < 10:
+        raise BenchError(f"{what} {text} is out of range")
+    return v
+
+
+def parse_threshold_spec(spec: str | float | dict | None) -> dict[str, float]:
+    """``"5%"`` -> ``{"*": .05}``; ``"5%,accuracy=0.5%"`` -> ``{"*": .05, "accuracy": .005}``."""
+    if spec is None:
+        return {}
+    if isinstance(spec, dict):
+        return {("*" if k in ("*", "default") else _metric_name(k)): parse_fraction(v) for k, v in spec.items()}
+    if isinstance(spec, (int, float)):
+        return {"*": parse_fraction(spec)}
+    out: dict[str, float] = {}
+    for part in str(spec).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "=" in part:
+            k, v = part.split("=", 1)
+            out[_metric_name(k.strip())] = parse_fraction(v)
+        else:
+            out["*"] = parse_fraction(part)
+    if not out:
+        raise BenchError(f"empty threshold {spec!r}")
+    return out
+
+
+def _metric_name(name: str) -> str:
+    if name not in METRICS:
+        raise BenchError(f"unknown metric {name!r} (choose from: {', '.join(METRICS)})")
+    return name
+
+
+@dataclass
+class Thresholds:
+    """Thresholds by metric, overridable per suite and per case (most specific wins).
+
+    Lookup for (case, suite, metric): the first case rule whose pattern matches the case's
+    key or ``case_id`` (a glob) and names the metric or ``*``; then the suite's rule; then
+    the global one. Within a rule a named metric beats ``*``.
+    """
+
+    default: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+    suites: dict[str, dict[str, float]] = field(default_factory=dict)
+    cases: list[tuple[str, dict[str, float]]] = field(default_factory=list)
+
+    @staticmethod
+    def _pick(rule: dict[str, float], metric: str) -> float | None:
+        if metric in rule:
+            return rule[metric]
+        return rule.get("*")
+
+    def get(self, metric: str, *, case_id: str = "", key: str = "", suite: str | None = None) -> float:
+        for pattern, rule in self.cases:
+            if pattern == key or fnmatch.fnmatchcase(case_id, pattern):
+                v = self._pick(rule, metric)
+                if v is not None:
+                    return v
+        if suite is not None and suite in self.suites:
+            v = self._pick(self.suites[suite], metric)
+            if v is not None:
+                return v
+        v = self._pick(self.default, metric)
+        return DEFAULT_THRESHOLDS["*"] if v is None else v
+
+    def describe(self) -> str:
+        items = sorted(self.default.items(), key=lambda kv: kv[0] != "*")
+        text = ", ".join(f"{'default' if k == '*' else k} {v * 100:g}%" for k, v in items)
+        if self.suites:
+            text += f"; {len(self.suites)} suite override(s)"
+        if self.cases:
+            text += f"; {len(self.cases)} case override(s)"
+        return text
+
+
+@dataclass
+class Settings:
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+    alpha: float = DEFAULT_ALPHA
+    confidence: float = DEFAULT_CONFIDENCE
+    n_boot: int = DEFAULT_N_BOOT
+    seed: int = DEFAULT_SEED
+    min_samples: int = DEFAULT_MIN_SAMPLES
+
+    def to_dict(self) -> dict:
+        return {
+            "metrics": list(self.metrics), "alpha": self.alpha, "confidence": self.confidence,
+            "n_boot": self.n_boot, "seed": self.seed, "min_samples": self.min_samples,
+            "thresholds": {"default": self.thresholds.default, "suites": self.thresholds.suites,
+                           "cases": [{"match": p, **r} for p, r in self.thresholds.cases]},
+            "test": (f"significant: Mann-Whitney U p < {self.alpha:g} (p99: or tail test) and the "
+                     f"{self.confidence:.0%} bootstrap CI of the ratio excludes 1"),
+        }
+
+
+_CONFIG_KEYS = {"threshold", "metrics", "suites", "cases", "alpha", "confidence", "n_boot", "seed", "min_samples"}
+
+
+def _rule(obj: Any, where: str) -> dict[str, float]:
+    if isinstance(obj, (str, int, float)):
+        return parse_threshold_spec(obj)
+    if not isinstance(obj, dict):
+        raise BenchError(f"{where}: expected a threshold or a mapping")
+    unknown = set(obj) - {"threshold", "metrics"}
+    if unknown:
+        raise BenchError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (use threshold, metrics)")
+    rule = parse_threshold_spec(obj["threshold"]) if "threshold" in obj else {}
+    metrics = obj.get("metrics") or {}
+    if not isinstance(metrics, dict):
+        raise BenchError(f"{where}.metrics: expected a mapping metric -> threshold")
+    rule.update(parse_threshold_spec(metrics) if metrics else {})
+    return rule
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a compare config (YAML or JSON) and check its keys.
+
+    Format::
+
+        threshold: 5%            # every metric (a bare value or "5%,accuracy=1%")
+        metrics: {accuracy: 1%}  # per metric
+        suites:                  # per suite (record["suite"]["name"])
+          quant: {threshold: 8%, metrics: {accuracy: 0.5%}}
+        cases:                   # per case: a glob on case_id, or an exact key; first match wins
+          "resnet*/int8*/*": {metrics: {p99: 15%}}
+          "3f2a9c0d1e4b5a6c": 10%
+        alpha: 0.002             # significance level
+        confidence: 0.99         # bootstrap CI
+        min_samples: 10
+    """
+    import yaml
+
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BenchError(f"no such config file: {p}") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise BenchError(f"{p}: cannot read config ({exc})".replace("\n", " ")) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise BenchError(f"{p}: a compare config is a mapping")
+    if "compare" in data and isinstance(data["compare"], dict) and set(data) - _CONFIG_KEYS:
+        data = data["compare"]  # a section of a larger file
+    unknown = set(data) - _CONFIG_KEYS
+    if unknown:
+        raise BenchError(f"{p}: unknown key(s) {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(_CONFIG_KEYS))})")
+    return data
+
+
+def make_settings(config: dict | None = None, *, threshold: str | None = None, metrics: Iterable[str] | None = None,
+                  alpha: float | None = None, min_samples: int | None = None) -> Settings:
+    """Settings from built-in defaults < config file < command-line options."""
+    config = config or {}
+    default = dict(DEFAULT_THRESHOLDS)
+
+    def apply(spec: dict[str, float]) -> None:
+        nonlocal default
+        if "*" in spec:  # a bare value sets every metric
+            default = {"*": spec["*"]}
+        default.update({k: v for k, v in spec.items() if k != "*"})
+
+    if "threshold" in config:
+        apply(parse_threshold_spec(config["threshold"]))
+    if config.get("metrics"):
+        apply(_rule({"metrics": config["metrics"]}, "metrics"))
+    if threshold is not None:
+        apply(parse_threshold_spec(threshold))
+    suites = {str(k): _rule(v, f"suites.{k}") for k, v in (config.get("suites") or {}).items()}
+    cases_cfg = config.get("cases") or {}
+    if isinstance(cases_cfg, list):  # [{match: ..., threshold: ...}]
+        cases = []
+        for i, item in enumerate(cases_cfg):
+            if not isinstance(item, dict) or "match" not in item:
+                raise BenchError(f"cases[{i}]: expected a mapping with 'match'")
+            cases.append((str(item["match"]), _rule({k: v for k, v in item.items() if k != "match"}, f"cases[{i}]")))
+    else:
+        cases = [(str(k), _rule(v, f"cases.{k}")) for k, v in cases_cfg.items()]
+    ms = tuple(metrics) if metrics else DEFAULT_METRICS
+    for m in ms:
+        _metric_name(m)
+    a = alpha if alpha is not None else config.get("alpha", DEFAULT_ALPHA)
+    conf = config.get("confidence", DEFAULT_CONFIDENCE)
+    if not (0 < float(a) < 1) or not (0 < float(conf) < 1):
+        raise BenchError("alpha and confidence must be between 0 and 1")
+    return Settings(
+        thresholds=Thresholds(default, suites, cases), metrics=ms, alpha=float(a), confidence=float(conf),
+        n_boot=int(config.get("n_boot", DEFAULT_N_BOOT)), seed=int(config.get("seed", DEFAULT_SEED)),
+        min_samples=int(min_samples if min_samples is not None else config.get("min_samples", DEFAULT_MIN_SAMPLES)),
+    )
+
+
+# --------------------------------------------------------------------------- comparing
+
+@dataclass
+class RunInfo:
+    run_id: str | None
+    path: str | None
+    started_at: str | None
+    machine_id: str | None
+    hostname: str | None
+    cpu: str | None
+    git_sha: str | None
+    suite: str | None
+    interrupted: bool
+    n_cases: int
+    timer_overhead_ns: float | None
+
+    @classmethod
+    def of(cls, record: dict, path: str | Path | None = None) -> "RunInfo":
+        env = record.get("environment") or {}
+        return cls(record.get("run_id"), str(path) if path else None, record.get("started_at"),
+                   env.get("machine_id"), env.get("hostname"), (env.get("cpu") or {}).get("model"),
+                   (record.get("bench") or {}).get("git_sha"), (record.get("suite") or {}).get("name"),
+                   bool(record.get("interrupted")), len(record.get("cases") or []),
+                   (record.get("timer") or {}).get("overhead_ns"))
+
+    def label(self) -> str:
+        bits = [b for b in (self.hostname, f"machine {self.machine_id[:8]}" if self.machine_id else None,
+                            f"git {self.git_sha[:10]}" if self.git_sha else None) if b]
+        return f"{self.run_id} ({', '.join(bits)})" if bits else str(self.run_id)
+
+
+@dataclass
+class CaseResult:
+    key: str
+    case_id: str
+    match: str  # "matched" | "base-only" | "new-only"
+    verdict: str
+    reason: str = ""
+    base_status: str | None = None
+    new_status: str | None = None
+    changes: list[Change] = field(default_factory=list)
+    noise: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"key": self.key, "case_id": self.case_id, "match": self.match, "verdict": self.verdict,
+                "reason": self.reason, "base_status": self.base_status, "new_status": self.new_status,
+                "metrics": [c.to_dict() for c in self.changes], "noise": self.noise}
+
+
+@dataclass
+class Comparison:
+    base: RunInfo
+    new: RunInfo
+    settings: Settings
+    cases: list[CaseResult]
+    notes: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        out = {v: 0 for v in CASE_ORDER}
+        for c in self.cases:
+            out[c.verdict] = out.get(c.verdict, 0) + 1
+        return out
+
+    @property
+    def exit_code(self) -> int:
+        c = self.counts()
+        if c[REGRESSION]:
+            return EXIT_CASES_FAILED
+        if c[ERROR]:
+            return EXIT_USAGE
+        if c[INCONCLUSIVE] or c[NO_BASELINE] or c[MISSING] or not any(x.match == "matched" for x in self.cases):
+            return EXIT_INCONCLUSIVE
+        return EXIT_OK
+
+    def headline(self) -> str:
+        """``"2 regressions, 1 inconclusive, 5 unchanged"``: case counts per verdict, worst first."""
+        c = self.counts()
+        plural = {REGRESSION: "regressions", ERROR: "errors", IMPROVEMENT: "improvements"}
+        parts = [f"{c[v]} {plural.get(v, v) if c[v] != 1 else v}" for v in CASE_ORDER if c[v]]
+        return ", ".join(parts) if parts else "no cases"
+
+    def to_dict(self) -> dict:
+        return {
+            "schema": "bench-compare/1",
+            "exit_code": self.exit_code,
+            "summary": self.counts(),
+            "headline": self.headline(),
+            "base": self.base.__dict__,
+            "new": self.new.__dict__,
+            "settings": self.settings.to_dict(),
+            "notes": self.notes,
+            "cases": [c.to_dict() for c in self.cases],
+        }
+
+
+def _samples(case: dict):
+    s = case.get("samples_ns")
+    return s if s else None
+
+
+def _noise(case: dict) -> dict:
+    lat = case.get("latency_ns") or {}
+    return {k: lat.get(k) for k in ("n", "cv", "robust_cv", "ci_rel_halfwidth", "drift", "outliers") if k in lat}
+
+
+def _latency_change(spec: MetricSpec, b: dict, n: dict, threshold: float, s: Settings) -> Change | None:
+    sb, sn = _samples(b), _samples(n)
+    if sb and sn:
+        return compare_samples(sb, sn, metric=spec.name, stat=spec.stat, better=spec.better, threshold=threshold,
+                               alpha=s.alpha, confidence=s.confidence, n_boot=s.n_boot, seed=s.seed,
+                               min_samples=s.min_samples)
+    lb, ln = (b.get("latency_ns") or {}), (n.get("latency_ns") or {})
+    vb, vn = lb.get(spec.name), ln.get(spec.name)
+    if vb is None and vn is None:
+        return None
+    if vb is None or vn is None:
+        return _missing(spec, threshold, vb, vn)
+    ratio = vn / vb if vb else math.inf
+    verdict, reason, beyond = judge(ratio, significant=False, threshold=threshold, better=spec.better)
+    return Change(spec.name, spec.better, vb, vn, ratio, None, None, threshold, lb.get("n"), ln.get("n"), False,
+                  beyond, verdict, (reason + "; " if reason else "") + "no raw samples: not tested")
+
+
+def _throughput_value(case: dict) -> float | None:
+    t = case.get("throughput") or {}
+    v = t.get("samples_per_s")
+    return float(v) if v is not None else None
+
+
+def _throughput_change(spec: MetricSpec, b: dict, n: dict, threshold: float, s: Settings) -> Change | None:
+    tb, tn = _throughput_value(b), _throughput_value(n)
+    sb, sn = _samples(b), _samples(n)
+    if sb and sn:
+        ch = compare_samples(sb, sn, metric=spec.name, stat="mean", better=HIGHER, threshold=threshold,
+                             alpha=s.alpha, confidence=s.confidence, n_boot=s.n_boot, seed=s.seed,
+                             min_samples=s.min_samples, invert=True)
+        if tb and tn and ch.ratio and math.isfinite(ch.ratio):
+            # Show the recorded figures; carry the samples' relative uncertainty over to their ratio.
+            scale = (tn / tb) / ch.ratio
+            ch.base, ch.new, ch.ratio = tb, tn, tn / tb
+            if ch.ci is not None:
+                ch.ci = (ch.ci[0] * scale, ch.ci[1] * scale)
+            sig = (ch.p_value is not None and ch.p_value < s.alpha and ch.ci is not None
+                   and (ch.ci[0] > 1 or ch.ci[1] < 1))
+            ch.significant = sig
+            ch.verdict, reason, ch.beyond = judge(ch.ratio, significant=sig, threshold=threshold, better=HIGHER,
+                                                  n_base=ch.n_base, n_new=ch.n_new, min_samples=s.min_samples)
+            ch.reason = reason if ch.verdict != INCONCLUSIVE or not reason.startswith("beyond") else (
+                f"{reason} (p={ch.p_value:.2g}, {s.confidence:.0%} CI {ch.ci[0]:.3f}..{ch.ci[1]:.3f})")
+        return ch
+    if tb is None and tn is None:
+        return None
+    if tb is None or tn is None:
+        return _missing(spec, threshold, tb, tn)
+    ratio = tn / tb if tb else math.inf
+    verdict, reason, beyond = judge(ratio, significant=False, threshold=threshold, better=HIGHER)
+    return Change(spec.name, HIGHER, tb, tn, ratio, None, None, threshold, None, None, False, beyond, verdict,
+                  (reason + "; " if reason else "") + "no raw samples: not tested")
+
+
+def _accuracy_change(spec: MetricSpec, b: dict, n: dict, threshold: float, s: Settings) -> Change | None:
+    ab, an = (b.get("accuracy") or {}), (n.get("accuracy") or {})
+    vb, vn = ab.get("value"), an.get("value")
+    if vb is None and vn is None:
+        return None
+    count = an.get("n_samples") or ab.get("n_samples")
+    ch = compare_values(vb, vn, metric="accuracy", better=HIGHER, threshold=threshold,
+                        resolution=(0.5 / count) if count else None)
+    if ab.get("metric") and an.get("metric") and ab.get("metric") != an.get("metric"):
+        ch.verdict, ch.reason = INCONCLUSIVE, f"different accuracy metrics ({ab.get('metric')} vs {an.get('metric')})"
+    ch.extra["accuracy_metric"] = an.get("metric") or ab.get("metric")
+    return ch
+
+
+def _missing(spec: MetricSpec, threshold: float, vb, vn) -> Change:
+    return Change(spec.name, spec.better, vb, vn, None, None, None, threshold, None, None, False, False, INCONCLUSIVE,
+                  "missing in " + ("BASE" if vb is None else "NEW"))
+
+
+def _case_verdict(changes: list[Change]) -> str:
+    verdicts = {c.verdict for c in changes}
+    for v in (REGRESSION, INCONCLUSIVE, IMPROVEMENT, UNCHANGED):
+        if v in verdicts:
+            return v
+    return UNCHANGED
+
+
+def compare_cases(b: dict, n: dict, settings: Settings, suite: str | None = None) -> CaseResult:
+    """Compare one matched pair of cases (same key)."""
+    key, case_id = n.get("key") or b.get("key"), n.get("case_id") or b.get("case_id")
+    res = CaseResult(key, case_id, "matched", UNCHANGED, base_status=b.get("status"), new_status=n.get("status"),
+                     noise={"base": _noise(b), "new": _noise(n)})
+    bs, ns = b.get("status"), n.get("status")
+    if ns == "failed":
+        res.verdict, res.reason = ERROR, f"failed in NEW: {n.get('reason') or 'no reason given'}"
+        return res
+    if ns in NOT_RUN:
+        if bs in OK_STATUSES:
+            res.verdict, res.reason = MISSING, f"{ns} in NEW: {n.get('reason') or ''}".rstrip(": ")
+        else:
+            res.verdict, res.reason = SKIPPED, f"{ns} in NEW"
+        return res
+    if bs not in OK_STATUSES:
+        res.verdict, res.reason = NO_BASELINE, f"{bs} in BASE: {b.get('reason') or ''}".rstrip(": ")
+        return res
+    simulated = bool(b.get("simulated") or n.get("simulated"))
+    for m in settings.metrics:
+        spec = METRICS[m]
+        th = settings.thresholds.get(m, case_id=case_id or "", key=key or "", suite=suite)
+        if m in ("p50", "p99"):
+            ch = None if simulated else _latency_change(spec, b, n, th, settings)
+        elif m == "throughput":
+            ch = None if simulated else _throughput_change(spec, b, n, th, settings)
+        else:
+            ch = _accuracy_change(spec, b, n, th, settings)
+        if ch is not None:
+            res.changes.append(ch)
+    invalid = [(side, c) for side, c in (("BASE", b), ("NEW", n)) if c.get("status") == "invalid"]
+    if invalid:
+        why = "; ".join(f"invalid in {side}: {', '.join((c.get('validity') or {}).get('reasons') or []) or c.get('reason') or '?'}"
+                        for side, c in invalid)
+        for ch in res.changes:
+            if ch.verdict in (REGRESSION, IMPROVEMENT) and ch.metric != "accuracy":
+                ch.verdict, ch.reason = INCONCLUSIVE, why
+        res.reason = why
+    if simulated:
+        res.reason = (res.reason + "; " if res.reason else "") + "simulated backend: timing estimates not compared"
+    if not res.changes:
+        res.verdict = SKIPPED if simulated else INCONCLUSIVE
+        res.reason = res.reason or "no metric to compare on both sides"
+        return res
+    res.verdict = _case_verdict(res.changes)
+    if not res.reason:
+        bad = [c for c in res.changes if c.verdict == res.verdict and c.reason]
+        res.reason = bad[0].reason if bad and res.verdict != UNCHANGED else ""
+    return res
+
+
+def compare_records(base: dict, new: dict, settings: Settings | None = None, *, base_path=None,
+                    new_path=None) -> Comparison:
+    """Compare every case of ``new`` with the case of ``base`` that has the same key."""
+    settings = settings or Settings()
+    binfo, ninfo = RunInfo.of(base, base_path), RunInfo.of(new, new_path)
+    notes = []
+    if binfo.run_id == ninfo.run_id:
+        notes.append("BASE and NEW are the same run")
+    if binfo.machine_id != ninfo.machine_id:
+        notes.append(f"BASE and NEW ran on different machines ({binfo.machine_id} vs {ninfo.machine_id}); "
+                     "only cases with equal keys (same device model) are compared")
+    if ninfo.interrupted:
+        notes.append("NEW run was interrupted: cases that did not run are missing")
+
+    def by_key(record, side):
+        out = {}
+        for c in record.get("cases") or []:
+            k = c.get("key")
+            if k in out:
+                notes.append(f"{side}: key {k} appears twice ({c.get('case_id')}); the first is used")
+                continue
+            out[k] = c
+        return out
+
+    bk, nk = by_key(base, "BASE"), by_key(new, "NEW")
+    suite = ninfo.suite
+    results = []
+    for k, n in nk.items():
+        if k in bk:
+            results.append(compare_cases(bk[k], n, settings, suite))
+        else:
+            results.append(CaseResult(k, n.get("case_id"), "new-only", NO_BASELINE if n.get("status") != "failed" else ERROR,
+                                      "not in BASE" if n.get("status") != "failed" else
+                                      f"failed in NEW: {n.get('reason') or ''}", None, n.get("status")))
+    for k, b in bk.items():
+        if k not in nk:
+            results.append(CaseResult(k, b.get("case_id"), "base-only", MISSING, "not in NEW", b.get("status"), None))
+    order = {v: i for i, v in enumerate(CASE_ORDER)}
+    results.sort(key=lambda r: (order.get(r.verdict, 99), r.case_id or ""))
+    return Comparison(binfo, ninfo, settings, results, notes)
+
+
+# --------------------------------------------------------------------------- finding runs
+
+def this_machine_id() -> str:
+    """This machine's id (the fingerprint's hardware hash)."""
+    from harness import env
+
+    return env.machine_id(env.fingerprint())
+
+
+_REL = re.compile(r"^(latest|previous)(?:~(\d+))?$")
+
+
+class RunFinder:
+    """Finds records in a results directory; the run index and the machine id are built once.
+
+    ``find(spec)`` takes a file, a run id (or unique prefix), or ``latest`` / ``previous`` /
+    ``latest~N`` (the newest, second newest, N+1-th newest run by ``started_at`` of
+    ``machine``, default this machine, and of ``suite`` when given). Raises :class:`NoBaseline` when there are not
+    enough runs of the machine, :class:`BenchError` otherwise.
+    """
+
+    def __init__(self, results_dir: str | Path = "results", *, machine: str | None = None, engine: str = "auto",
+                 suite: str | None = None):
+        self.dir = Path(results_dir)
+        self._machine = machine
+        self.engine = engine
+        self.suite = suite
+        self._index = None
+
+    @property
+    def machine(self) -> str:
+        if self._machine is None:
+            self._machine = this_machine_id()
+        return self._machine
+
+    def index(self):
+        if self._index is None:
+            from harness.history import index_runs
+
+            if not self.dir.is_dir():
+                raise BenchError(f"results directory {self.dir} does not exist")
+            self._index = index_runs([self.dir], engine=self.engine)
+        return self._index
+
+    def find(self, spec: str) -> tuple[dict, Path]:
+        from harness.records import RECORD_SUFFIX, read_record
+
+        p = Path(spec)
+        if p.is_file():
+            return read_record(p), p
+        d = self.dir
+        m = _REL.match(spec)
+        if m:
+            back = (1 if m.group(1) == "previous" else 0) + int(m.group(2) or 0)
+            idx = self.index()
+            if idx.empty:
+                raise BenchError(f"no run records in {d}")
+            mid = self.machine
+            mine = idx[idx["machine_id"] == mid].sort_values(["started_at", "run_id"])
+            if self.suite is not None and not mine.empty:
+                mine = mine[mine["suite"] == self.suite]
+                if mine.empty:
+                    raise NoBaseline(f"no runs of suite '{self.suite}' on machine {mid} in {d}")
+            if mine.empty:
+                others = idx.groupby("machine_id").agg(runs=("run_id", "size"), host=("hostname", "first"))
+                listing = ", ".join(f"{k} ({r.host}, {r.runs} runs)" for k, r in others.iterrows())
+                raise BenchError(f"no runs of machine {mid} in {d} (machines there: {listing}); pass --machine")
+            if len(mine) <= back:
+                raise NoBaseline(f"no '{spec}' run: machine {mid} has {len(mine)} run(s) in {d}")
+            row = mine.iloc[-1 - back]
+            return read_record(row["path"]), Path(row["path"])
+        if not d.is_dir():
+            raise BenchError(f"'{spec}' is not a file, and results directory {d} does not exist")
+        files = [f for f in sorted(d.iterdir()) if f.suffix == RECORD_SUFFIX and not f.name.startswith(".")]
+        found: dict[str, list[Path]] = {}
+        for f in (f for f in files if f.name.startswith(spec)):
+            try:
+                rec = read_record(f)
+            except BenchError:
+                continue
+            if str(rec.get("run_id", "")).startswith(spec):
+                found.setdefault(rec["run_id"], []).append(f)
+        if not found:  # files not named after their run id: look inside
+            idx = self.index()
+            if not idx.empty:
+                sel = idx[idx["run_id"].astype(str).str.startswith(spec)]
+                for rid, path in zip(sel["run_id"], sel["path"]):
+                    found.setdefault(rid, []).append(Path(path))
+        if not found:
+            raise BenchError(f"no run '{spec}': not a file, and no run id in {d} starts with it")
+        if len(found) > 1:
+            raise BenchError(f"run id '{spec}' is ambiguous in {d}: {', '.join(sorted(found)[:5])}")
+        (paths,) = found.values()
+        return read_record(paths[0]), paths[0]
+
+
+def resolve_run(spec: str, results_dir: str | Path = "results", *, machine: str | None = None,
+                engine: str = "auto", suite: str | None = None) -> tuple[dict, Path]:
+    """A record and its path from a file, a run id (or unique prefix), or ``latest`` / ``previous``.
+
+    See :class:`RunFinder` (use one finder to resolve several runs of the same directory).
+    """
+    return RunFinder(results_dir, machine=machine, engine=engine, suite=suite).find(spec)
+
+
+# --------------------------------------------------------------------------- rendering
+
+def _fmt_ns(v: float | None) -> str:
+    if v is None or not math.isfinite(v):
+        return "-"
+    for unit, f in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
+        if abs(v) >= f:
+            return f"{v / f:.3g} {unit}" if v / f < 1000 else f"{v / f:,.0f} {unit}"
+    return f"{v:.3g} ns"
+
+
+def fmt_value(metric: str, v: float | None) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    if metric in ("p50", "p99"):
+        return _fmt_ns(v)
+    if metric == "throughput":
+        return f"{v:,.0f}/s" if v >= 1000 else f"{v:.4g}/s"
+    return f"{v:.4f}"
+
+
+def _pct(r: float | None) -> str:
+    if r is None or not math.isfinite(r):
+        return "-"
+    return f"{(r - 1) * 100:+.1f}%"
+
+
+def _ci(ch: Change) -> str:
+    if not ch.ci or any(x is None or not math.isfinite(x) for x in ch.ci):
+        return "-"
+    return f"{_pct(ch.ci[0])}..{_pct(ch.ci[1])}"
+
+
+def _p(ch: Change) -> str:
+    return "-" if ch.p_value is None else f"{ch.p_value:.2g}"
+
+
+_STYLE = {REGRESSION: "bold red", ERROR: "bold red", INCONCLUSIVE: "yellow", NO_BASELINE: "yellow",
+          MISSING: "yellow", IMPROVEMENT: "green", UNCHANGED: "dim", SKIPPED: "dim"}
+_ICON = {REGRESSION: "❌", ERROR: "💥", INCONCLUSIVE: "⚠️", NO_BASELINE: "🆕", MISSING: "❔",
+         IMPROVEMENT: "✅", UNCHANGED: "➖", SKIPPED: "⏭️"}
+
+
+def _rows(cmp: Comparison, only_changed: bool = False):
+    """(verdict, case_id, metric, base, new, change, ci, p, note) per case and metric."""
+    for c in cmp.cases:
+        if c.match != "matched" or not c.changes:
+            if not only_changed or c.verdict not in (UNCHANGED, SKIPPED):
+                yield (c.verdict, c.case_id, "-", "-", "-", "-", "-", "-", c.reason)
+            continue
+        for ch in c.changes:
+            if only_changed and ch.verdict == UNCHANGED:
+                continue
+            note = ch.reason if ch.verdict != UNCHANGED or "significant" in ch.reason else ""
+            yield (ch.verdict, c.case_id, ch.metric, fmt_value(ch.metric, ch.base), fmt_value(ch.metric, ch.new),
+                   _pct(ch.ratio), _ci(ch), _p(ch), note)
+
+
+def render_text(cmp: Comparison, *, console=None, show_unchanged: bool = True) -> None:
+    """Print the comparison as a terminal table (rich)."""
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+
+    if console is None:
+        console = Console(file=sys.stdout, highlight=False, width=None if sys.stdout.isatty() else 160)
+    console.print(f"[bold]BASE[/bold] {cmp.base.label()}")
+    console.print(f"[bold]NEW [/bold] {cmp.new.label()}")
+    s = cmp.settings
+    console.print(f"thresholds: {s.thresholds.describe()}; significant: p < {s.alpha:g} and "
+                  f"{s.confidence:.0%} CI excludes 1", style="dim")
+    for note in cmp.notes:
+        console.print(f"note: {note}", style="yellow")
+    table = Table(show_lines=False, header_style="bold")
+    for col, kw in (("verdict", {}), ("case", {"overflow": "fold"}), ("metric", {}), ("BASE", {"justify": "right"}),
+                    ("NEW", {"justify": "right"}), ("change", {"justify": "right"}),
+                    (f"{s.confidence:.0%} CI", {"justify": "right"}), ("p", {"justify": "right"}),
+                    ("note", {"overflow": "fold"})):
+        table.add_column(col, **kw)
+    rows = list(_rows(cmp, only_changed=not show_unchanged))
+    for row in rows:
+        table.add_row(*[str(x) for x in row], style=_STYLE.get(row[0], ""))
+    if rows:
+        console.print(table)
+    else:
+        console.print("every compared metric is within its threshold")
+    console.print(f"[bold]{cmp.headline()}[/bold] -> exit {cmp.exit_code}")
+
+
+def _md(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(cmp: Comparison) -> str:
+    """A Markdown summary for a pull-request comment or a CI job summary."""
+    code = cmp.exit_code
+    c = cmp.counts()
+    if code == EXIT_CASES_FAILED:
+        title = f"❌ {c[REGRESSION]} regression{'s' if c[REGRESSION] != 1 else ''}"
+    elif code == EXIT_USAGE:
+        title = f"💥 {c[ERROR]} case(s) failed"
+    elif code == EXIT_INCONCLUSIVE:
+        title = "⚠️ inconclusive"
+    else:
+        title = "✅ no regression"
+    s = cmp.settings
+    lines = [f"### bench compare: {title}", "",
+             f"**BASE** `{cmp.base.run_id}` ({_md(cmp.base.hostname)}, machine `{(cmp.base.machine_id or '')[:12]}`, "
+             f"git `{(cmp.base.git_sha or '-')[:10]}`)  ",
+             f"**NEW** `{cmp.new.run_id}` ({_md(cmp.new.hostname)}, machine `{(cmp.new.machine_id or '')[:12]}`, "
+             f"git `{(cmp.new.git_sha or '-')[:10]}`)", "",
+             f"{_md(cmp.headline())} — exit code {code}", ""]
+    for note in cmp.notes:
+        lines.append(f"> note: {_md(note)}")
+    if cmp.notes:
+        lines.append("")
+    header = f"| | case | metric | BASE | NEW | change | {s.confidence:.0%} CI | p | note |"
+    sep = "|---|---|---|---:|---:|---:|---:|---:|---|"
+
+    def table(rows):
+        out = [header, sep]
+        for r in rows:
+            out.append("| " + " | ".join([f"{_ICON.get(r[0], '')} {r[0]}"] + [_md(x) for x in r[1:]]) + " |")
+        return out
+
+    changed = list(_rows(cmp, only_changed=True))
+    if changed:
+        lines += table(changed)
+    else:
+        lines.append("Every compared metric is within its threshold.")
+    everything = list(_rows(cmp))
+    lines += ["", f"<details><summary>All {len(everything)} rows</summary>", ""] + table(everything) + ["", "</details>", ""]
+    lines.append(f"<sub>Cases matched by comparability key. Regression = beyond threshold ({_md(s.thresholds.describe())}) "
+                 f"AND significant (Mann-Whitney U p < {s.alpha:g} on raw samples and the {s.confidence:.0%} bootstrap CI "
+                 f"of the ratio excludes 1); fewer than {s.min_samples} samples a side is inconclusive. "
+                 "See docs/regression.md.</sub>")
+    return "\n".join(lines) + "\n"
+
+
+def _clean(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def to_json(cmp: Comparison) -> str:
+    """The comparison as JSON for machines (``schema: bench-compare/1``)."""
+    return json.dumps(_clean(cmp.to_dict()), indent=1, allow_nan=False, default=str)
