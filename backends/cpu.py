@@ -1,10 +1,15 @@
-"""The ``cpu`` backend: onnxruntime (default) and torch (eager) runtimes on the host CPU.
+"""The ``cpu`` backend: onnxruntime (default), torch (eager) and tensorflow runtimes on the host CPU.
 
 Thread settings are explicit and recorded in the session's ``info``:
 - onnxruntime: ``intra_op_num_threads = threads``, ``inter_op_num_threads = 1``, sequential
   execution, all graph optimisations; IO binding with preallocated output buffers when
   every output dim is known for the batch (saves an output allocation per call);
-- torch: ``torch.set_num_threads(threads)`` and one inter-op thread, ``inference_mode``.
+- torch: ``torch.set_num_threads(threads)`` and one inter-op thread, ``inference_mode``;
+- tensorflow: the artifact's ONNX graph interpreted with TF ops and compiled by XLA
+  (``tf.function(jit_compile=True)``), or the user's own SavedModel / ``.keras`` model
+  (``--option tf_model=PATH``); ``tf.config.threading`` intra-op = ``threads``, inter-op = 1,
+  set before any TF op runs (see :mod:`backends.tf_runtime`; the ``tpu`` backend runs the
+  same code).
 Outputs come back as host numpy arrays inside the timed region: nothing is lazy.
 """
 from __future__ import annotations
@@ -28,7 +33,14 @@ def dist_version(names) -> str | None:
     return None
 
 
-class OrtSession(Session):
+class _HostSession(Session):
+    def energy_meter(self):
+        from harness.energy import RaplMeter
+
+        return RaplMeter()
+
+
+class OrtSession(_HostSession):
     def __init__(self, path: str, *, batch: int, threads: int, inputs: list[dict],
                  options: Mapping[str, Any]):
         super().__init__()
@@ -88,7 +100,7 @@ class OrtSession(Session):
         self._sess = None
 
 
-class TorchSession(Session):
+class TorchSession(_HostSession):
     DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
     def __init__(self, module, *, precision: str, threads: int, options: Mapping[str, Any]):
@@ -119,7 +131,7 @@ class TorchSession(Session):
 
 class CPUBackend(Backend):
     def __init__(self):
-        super().__init__(name="cpu", runtimes=("onnxruntime", "torch"), default_runtime="onnxruntime")
+        super().__init__(name="cpu", runtimes=("onnxruntime", "torch", "tensorflow"), default_runtime="onnxruntime")
 
     def availability(self) -> Availability:
         return Availability(True, "host CPU")
@@ -161,4 +173,9 @@ class CPUBackend(Backend):
             if module is None:
                 raise UnsupportedCase(f"artifact {artifact.name}/{artifact.variant} has no torch form")
             return TorchSession(module, precision=precision, threads=threads, options=options)
+        if runtime == "tensorflow":
+            from backends import tf_runtime  # imports TensorFlow inside the worker only
+
+            return tf_runtime.prepare(artifact, precision=precision, batch=batch, threads=threads, options=options,
+                                      device="/CPU:0")
         raise UnsupportedCase(f"unknown runtime '{runtime}' for cpu")

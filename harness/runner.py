@@ -21,7 +21,7 @@ DEFAULT_CASE_TIMEOUT_S = 600.0
 
 @dataclass
 class RunOptions:
-    suite: str
+    suite: str | None  # None: only the user's own models (user_models), with default settings
     backend: str
     runtime: str | None = None
     scenarios: list[str] | None = None
@@ -35,6 +35,8 @@ class RunOptions:
     backend_options: dict = field(default_factory=dict)
     rebuild: bool = False
     argv: list[str] = field(default_factory=list)
+    user_models: list[str] = field(default_factory=list)  # *.onnx files / package.module:factory
+    input_shapes: list[str] = field(default_factory=list)  # NAME=1x3x224x224, for user_models
 
 
 def default_threads() -> int:
@@ -83,13 +85,24 @@ def run(opts: RunOptions, *, on_event: Callable[[str, dict], None] | None = None
     from harness.measure import timer_overhead
 
     emit = on_event or (lambda kind, data: None)
-    suite = suitemod.load(opts.suite)
+    from suites.zoo import byo
+
+    suite = suitemod.load(opts.suite) if opts.suite else byo.default_suite()
     backend, runtime = resolve_backend(opts.backend, opts.runtime)
+    if hasattr(backend, "check_options"):  # e.g. fpga: unknown part / impossible precision -> one line, exit 2
+        backend.check_options(opts.backend_options)
     threads = opts.threads or default_threads()
     timeout = opts.case_timeout_s or suite.case_timeout_s or DEFAULT_CASE_TIMEOUT_S
     settings = build_settings(suite.measurement, opts.measurement, threads, timeout)
-    cases = suitemod.plan(suite, backend=backend.name, runtime=runtime, scenarios=opts.scenarios,
-                          batches=opts.batches, models=opts.models)
+    # the user's own models: validated and built up front, so a bad file is one line and exit 2
+    user = byo.resolve(opts.user_models, opts.input_shapes, rebuild=opts.rebuild, emit=emit) \
+        if opts.user_models else []
+    cases = []
+    if suite.models and (opts.models or not user):
+        cases = suitemod.plan(suite, backend=backend.name, runtime=runtime, scenarios=opts.scenarios,
+                              batches=opts.batches, models=opts.models)
+    cases += byo.plan(user, backend=backend.name, runtime=runtime, scenarios=opts.scenarios or suite.scenarios,
+                      batches=opts.batches, suite_batches=suite.data.get("batch_sizes"))
     if not cases:
         raise BenchError(f"suite {suite.name} has no cases for the given filters")
     out_dir = records.check_writable_dir(opts.out_dir)
@@ -104,7 +117,7 @@ def run(opts: RunOptions, *, on_event: Callable[[str, dict], None] | None = None
         "started_at": records.isoformat(started),
         "bench": fp.get("bench") or {"version": _version(), "git_sha": None},
         "command": ["bench", *opts.argv],
-        "suite": {"name": suite.name, "path": str(suite.path), "sha256": suite.sha256},
+        "suite": {"name": suite.name, "path": str(suite.path) if suite.path else None, "sha256": suite.sha256},
         "settings": {**_settings_record(settings), "threads": threads, "case_timeout_s": float(timeout)},
         "tags": dict(opts.tags),
         "environment": fp,
@@ -117,7 +130,7 @@ def run(opts: RunOptions, *, on_event: Callable[[str, dict], None] | None = None
     interrupted = False
     emit("start", {"n_cases": len(cases), "run_id": header["run_id"], "suite": suite.name,
                    "case_budget_s": settings.warmup_max_time_s + settings.max_time_s})
-    artifacts: dict[tuple[str, str], object] = {}
+    artifacts: dict[tuple[str, str], object] = {(u.name, "fp32"): u.artifact for u in user}
     try:
         for i, pc in enumerate(cases):
             emit("case_start", {"index": i, "case_id": pc.case_id})
@@ -215,7 +228,7 @@ def _run_one(pc, base, art, backend, settings, threads, timeout, suite, opts) ->
         "settings": asdict(settings),
         "threads": threads,
         "gate": suite.gate,
-        "metric": suite.metric,
+        "metric": _metric(suite.metric, art),
         "options": opts.backend_options,
         # the parent resolved the backend; the worker loads that very class (no second discovery)
         "backend_ref": f"{type(backend).__module__}:{type(backend).__qualname__}",
@@ -232,8 +245,48 @@ def _run_one(pc, base, art, backend, settings, threads, timeout, suite, opts) ->
             result["threads"] = {"requested": threads,
                                  **{k: v for k, v in bi.items() if "thread" in k}}
         result["worker"] = worker
+        _carry_estimates(result)
         return _finish(base, art, result)
     return _finish(base, art, {"status": "failed", "reason": wr.reason or "worker failed", "worker": worker})
+
+
+def _metric(suite_metric: str | None, art) -> str | None:
+    """The suite's metric, else the artifact's own (e.g. cosine for an embedding model); top-1 only
+    where the model has labels."""
+    if suite_metric == "top1" and art.meta.get("task") != "classification":
+        suite_metric = None
+    return suite_metric or art.meta.get("metric")
+
+
+def _carry_estimates(result: dict) -> None:
+    """A simulated backend returns its figures as ``timings["estimates"]``: move them to the case's
+    top-level ``estimates`` (never mixed with measured ones). Their ``identity`` (the simulated part
+    and the precision actually emulated) replaces the planned device / precision, so runs on
+    different parts or precisions do not share a comparability key."""
+    timings = result.get("timings")
+    if not isinstance(timings, dict) or not isinstance(timings.get("estimates"), dict):
+        return
+    est = timings.pop("estimates")
+    result["timings"] = timings or None
+    result["estimates"] = est
+    ident = est.get("identity") or {}
+    for k in ("device", "precision"):
+        if ident.get(k):
+            result[k] = ident[k]
+    # The measured wall time is the emulator's: its stability says nothing about the simulated
+    # device, so timing reasons become warnings; the accuracy gate still decides.
+    v = result.get("validity")
+    if isinstance(v, dict) and v.get("reasons"):
+        timing = [r for r in v["reasons"] if not str(r).startswith("accuracy_gate_failed")]
+        if timing:
+            v["reasons"] = [r for r in v["reasons"] if r not in timing]
+            v["warnings"] = list(v.get("warnings") or []) + [f"emulator timing (not the device's): {r}"
+                                                             for r in timing]
+            v["valid"] = not v["reasons"]
+            if result.get("status") == "invalid" and v["valid"]:
+                result["status"], result["reason"] = "ok", None
+            elif result.get("status") == "invalid":
+                result["reason"] = "; ".join(v["reasons"])
 
 
 def exit_code(record: dict) -> int:

@@ -155,6 +155,7 @@ def plan(suite: Suite, *, backend: str, runtime: str, scenarios: list[str] | Non
          batches: list[int] | None = None, models: list[str] | None = None) -> list[PlannedCase]:
     scen = scenarios or suite.scenarios
     cases: list[PlannedCase] = []
+    seen: set[PlannedCase] = set()
     selected = suite.models
     if models:
         known = {m["name"] for m in suite.models}
@@ -168,5 +169,8 @@ def plan(suite: Suite, *, backend: str, runtime: str, scenarios: list[str] | Non
             for sc in scen:
                 bs = [1] if sc == "single-stream" else (batches or m["batch_sizes"])
                 for b in bs:
-                    cases.append(PlannedCase(m["name"], variant, backend, runtime, prec, int(b), sc))
+                    pc = PlannedCase(m["name"], variant, backend, runtime, prec, int(b), sc)
+                    if pc not in seen:  # suites joined by include: may name a case twice
+                        seen.add(pc)
+                        cases.append(pc)
     return cases

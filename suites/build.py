@@ -33,12 +33,16 @@ def artifact_for(model: str, variant: str = BASE_VARIANT, *, rebuild: bool = Fal
     spec = zoo.get(model)
     recipe = variant_recipe(variant)
     builder_module = spec.builder.partition(":")[0]
-    modules = list(_BUILD_MODULES) + [builder_module, recipe.module]
-    key = artifact_key(model=model, variant=variant, modules=modules, params=recipe.params,
-                       seed=spec.seed, versions=package_versions())
+    modules = list(_BUILD_MODULES) + [builder_module, *getattr(spec, "modules", ()), *recipe.modules]
     if variant == BASE_VARIANT:
+        key = artifact_key(model=model, variant=variant, modules=modules, params=recipe.params,
+                           seed=spec.seed, versions=package_versions())
         return get_or_build(model, variant, key, lambda d: _build_base(spec, d), root=root, rebuild=rebuild)
     base, _ = artifact_for(model, BASE_VARIANT, root=root)
+    # the base's key is part of the variant's: a retrained base (or a changed spec) rebuilds its variants
+    key = artifact_key(model=model, variant=variant, modules=modules,
+                       params={**recipe.params, "base_key": base.key, "student": spec.student},
+                       seed=spec.seed, versions=package_versions())
     return get_or_build(model, variant, key, lambda d: _build_variant(spec, base, recipe, d), root=root,
                         rebuild=rebuild)
 
@@ -75,13 +79,13 @@ def _complexity(onnx_path: Path) -> dict | None:
     return {k: v for k, v in c.items() if k != "per_op"}
 
 
-def _reference_outputs(onnx_path: Path, input_name: str, x: np.ndarray) -> np.ndarray:
+def _reference_outputs(onnx_path: Path, feeds: dict[str, np.ndarray]) -> np.ndarray:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
-    return sess.run(None, {input_name: x})[0]
+    return sess.run(None, feeds)[0]
 
 
 def _accuracy(outputs: np.ndarray, labels: np.ndarray | None) -> float | None:
@@ -97,19 +101,31 @@ def _build_base(spec: zoo.ModelSpec, d: Path) -> dict:
     from suites.zoo.common import export_onnx
 
     t0 = time.perf_counter()
+    from suites.zoo.common import as_feeds
+
     trained = load_object(spec.builder)(seed=spec.seed)
     export_onnx(trained.module, trained.x_eval, d / "model.onnx", input_name=trained.input_name)
     torch.save(trained.module.state_dict(), d / "model.pt")
-    np.savez_compressed(d / "data.npz", x_train=trained.x_train,
-                        y_train=trained.y_train if trained.y_train is not None else np.zeros(0),
-                        x_calib=trained.x_calib)
-    ref = _reference_outputs(d / "model.onnx", trained.input_name, trained.x_eval)
-    _save_eval(d, trained.input_name, trained.x_eval, trained.y_eval, ref)
-    np.savez_compressed(d / "calib.npz", **{f"x:{trained.input_name}": trained.x_calib})
+    x_train = as_feeds(trained.x_train, trained.input_name) if trained.x_train is not None else {}
+    x_calib = as_feeds(trained.x_calib, trained.input_name)
+    x_eval = as_feeds(trained.x_eval, trained.input_name)
+    # one input: plain "x_train"/"x_calib" arrays; several: "x_train:<name>" per input
+    if len(x_eval) == 1:
+        train = {"x_calib": next(iter(x_calib.values()))}
+        if x_train:
+            train["x_train"] = next(iter(x_train.values()))
+    else:
+        train = {**{f"x_train:{k}": v for k, v in x_train.items()}, **{f"x_calib:{k}": v for k, v in x_calib.items()}}
+    np.savez_compressed(d / "data.npz", y_train=trained.y_train if trained.y_train is not None else np.zeros(0),
+                        **train)
+    ref = _reference_outputs(d / "model.onnx", x_eval)
+    _save_eval(d, x_eval, trained.y_eval, ref)
+    np.savez_compressed(d / "calib.npz", **{f"x:{k}": v for k, v in x_calib.items()})
     inputs, outputs, opset = _io_meta(d / "model.onnx")
     return {
         "onnx": "model.onnx", "opset": opset, "inputs": inputs, "outputs": outputs, "precision": "fp32",
-        "task": spec.task, "dataset": spec.dataset, "description": spec.description,
+        "task": spec.task, "metric": getattr(spec, "metric", None), "dataset": spec.dataset,
+        "description": spec.description,
         "torch": {"factory": trained.factory, "kwargs": trained.factory_kwargs, "state_dict": "model.pt"},
         "reference": {"metric": "top1" if spec.task == "classification" else "fidelity",
                       "value": _accuracy(ref, trained.y_eval)},
@@ -119,8 +135,8 @@ def _build_base(spec: zoo.ModelSpec, d: Path) -> dict:
     }
 
 
-def _save_eval(d: Path, input_name: str, x: np.ndarray, labels, ref: np.ndarray) -> None:
-    arrays = {f"x:{input_name}": x, "reference": ref}
+def _save_eval(d: Path, x: dict[str, np.ndarray], labels, ref: np.ndarray) -> None:
+    arrays = {**{f"x:{k}": v for k, v in x.items()}, "reference": ref}
     if labels is not None:
         arrays["labels"] = labels
     np.savez_compressed(d / "eval.npz", **arrays)
@@ -130,16 +146,16 @@ def _build_variant(spec, base: Artifact, recipe, d: Path) -> dict:
     t0 = time.perf_counter()
     meta = recipe.apply(base, d)  # writes model.onnx (and model.pt if it has a torch form)
     ev = base.eval_data()
-    input_name = base.inputs[0]["name"]
     # Same held-out inputs and fp32 reference as the base: every variant is judged against fp32.
-    _save_eval(d, input_name, ev["x"][input_name], ev["labels"], ev["reference"])
+    _save_eval(d, ev["x"], ev["labels"], ev["reference"])
     calib = base.calibration_data()
     if calib is not None:
         np.savez_compressed(d / "calib.npz", **{f"x:{k}": v for k, v in calib.items()})
     inputs, outputs, opset = _io_meta(d / "model.onnx")
     out = {
         "onnx": "model.onnx", "opset": opset, "inputs": inputs, "outputs": outputs,
-        "task": spec.task, "dataset": spec.dataset, "description": spec.description,
+        "task": spec.task, "metric": getattr(spec, "metric", None), "dataset": spec.dataset,
+        "description": spec.description,
         "reference": base.meta["reference"], "base_key": base.key,
         "complexity": _complexity(d / "model.onnx"),
         "build_s": time.perf_counter() - t0, "versions": package_versions(),

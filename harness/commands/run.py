@@ -29,12 +29,22 @@ SCENARIOS = ["single-stream", "offline", "server", "multi-stream"]
 @click.option("--tag", "tags", multiple=True, metavar="K=V", help="Free-form tag recorded with the run (repeatable).")
 @click.option("--option", "backend_options", multiple=True, metavar="K=V",
               help="Backend/runtime option, e.g. io_binding=0 (repeatable).")
-@click.option("--model", "models", multiple=True, metavar="NAME", help="Run only these models of the suite (repeatable).")
+@click.option("--part", default=None, metavar="PART", help="fpga: FPGA part (bench list parts); = --option part=PART.")
+@click.option("--precision", default=None, metavar="TYPE", help="fpga: fixed-point type, e.g. 'ap_fixed<16,6>'.")
+@click.option("--reuse-factor", "reuse_factor", type=Positive(int), default=None, help="fpga: reuse factor N.")
+@click.option("--fit", is_flag=True, default=False, help="fpga: fold layers automatically to fit the part.")
+@click.option("--model", "models", multiple=True, metavar="NAME|FILE.onnx|PKG.MOD:FN",
+              help="Run only these models of the suite, and/or your own: an ONNX file or a torch factory "
+                   "package.module:function (repeatable; with your own models --suite is optional).")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=1x3x224x224",
+              help="Input shape of your own model, batch first (repeatable, one per input; NAME= may be left "
+                   "out for a single input). Needed for torch factories and for dynamic dims.")
 @click.option("--rebuild", is_flag=True, help="Rebuild model artifacts even when cached.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 @click.pass_context
 def command(ctx, suite, backend, runtime, scenarios, batches, min_time, max_time, min_iterations, target_ci,
-            threads, case_timeout, out_dir, tags, backend_options, models, rebuild, quiet):
+            threads, case_timeout, out_dir, tags, backend_options, part, precision, reuse_factor, fit, models,
+            input_shapes, rebuild, quiet):
     """Run a suite on a backend: one isolated worker per case, a table, a record.
 
     Exit 0 when every case is ok, 1 when any case failed or is invalid, 2 on bad input.
@@ -42,8 +52,18 @@ def command(ctx, suite, backend, runtime, scenarios, batches, min_time, max_time
     from harness.errors import BenchError
     from harness.runner import RunInterrupted, RunOptions, exit_code, run
 
-    if not suite:
-        raise click.UsageError("missing --suite NAME (see 'bench list suites')")
+    from suites.zoo import is_user_model
+
+    user_models = [m for m in models if is_user_model(m)]
+    models = [m for m in models if not is_user_model(m)]
+    if not suite and models:
+        raise BenchError(f"--model {models[0]}: a zoo model needs --suite (see 'bench list suites'); your own "
+                         "models are files ending in .onnx or package.module:factory")
+    if not suite and not user_models:
+        raise click.UsageError("missing --suite NAME (see 'bench list suites'), or --model FILE.onnx / "
+                               "package.module:factory")
+    if input_shapes and not user_models:
+        raise BenchError("--input-shape is for your own models (--model FILE.onnx or package.module:factory)")
     if min_time is not None and max_time is not None and max_time < min_time:
         raise BenchError(f"--max-time {max_time} is smaller than --min-time {min_time}")
     opts = RunOptions(
@@ -51,8 +71,13 @@ def command(ctx, suite, backend, runtime, scenarios, batches, min_time, max_time
         models=list(models) or None, threads=threads, out_dir=out_dir, tags=parse_kv(tags),
         measurement={"min_time_s": min_time, "max_time_s": max_time, "min_iterations": min_iterations,
                      "target_ci": target_ci},
-        case_timeout_s=case_timeout, backend_options=parse_kv(backend_options, "option"), rebuild=rebuild,
+        case_timeout_s=case_timeout, rebuild=rebuild,
+        backend_options={**parse_kv(backend_options, "option"),
+                         **{k: str(v) for k, v in (("part", part), ("precision", precision),
+                                                   ("reuse_factor", reuse_factor), ("fit", 1 if fit else None))
+                            if v is not None}},
         argv=sys.argv[1:] if sys.argv and sys.argv[0].endswith("bench") else ["run", *ctx.args],
+        user_models=user_models, input_shapes=list(input_shapes),
     )
     from rich.console import Console
 

@@ -1,0 +1,94 @@
+"""int8-static: weights and activations int8, activation ranges calibrated ahead of time (QDQ).
+
+onnxruntime.quantization.quantize_static over the pre-processed base graph, QDQ format
+(QuantizeLinear/DequantizeLinear pairs that runtimes fuse into integer kernels),
+per-channel symmetric int8 weights, uint8 asymmetric activations (U8S8, onnxruntime's
+recommended format on x86 CPUs), MinMax calibration over the base's calibration split
+(``calib.npz``, held apart from train and eval). Attention graphs (softmax / layer norm
+present) get only their matrix products quantized; see ``_op_types``. ``reduce_range`` (7-bit weights) avoids
+the u8s8 saturation of AVX2 CPUs without VNNI; it is a parameter, off by default, and
+recorded.
+
+No torch form: int8 runs through onnxruntime (the torch runtime refuses int8).
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from harness.errors import BenchError
+from suites.recipes import _common as C
+
+
+def _reader(calib: dict, batch: int):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            n = len(next(iter(calib.values())))
+            self._batches = iter([{k: np.ascontiguousarray(v[i:i + batch]) for k, v in calib.items()}
+                                  for i in range(0, n, batch)])
+
+        def get_next(self):
+            return next(self._batches, None)
+
+    return Reader()
+
+
+#: ops whose presence marks an attention model: there only the matrix products are quantized
+_ATTENTION_MARKERS = {"Softmax", "LayerNormalization"}
+_MAC_OPS = ["MatMul", "Gemm", "Conv"]
+
+
+def _selection(path: Path, op_types) -> tuple[list | None, list | None, str]:
+    """``(op types, node names, policy)`` to quantize: every op the QDQ quantizer supports
+    (CNNs, MLPs), or -- when the graph has softmax / layer norm -- only the matrix products
+    with a constant weight: quantizing the attention products of two activations, the
+    residual adds and GELU's inputs wrecks a transformer's outputs."""
+    import onnx
+
+    if op_types is not None:
+        return list(op_types), None, "given"
+    m = onnx.load(str(path), load_external_data=False)
+    if not {n.op_type for n in m.graph.node} & _ATTENTION_MARKERS:
+        return None, None, "every op type the QDQ quantizer supports"
+    inits = {t.name for t in m.graph.initializer}
+    nodes = [n.name for n in m.graph.node
+             if n.op_type in _MAC_OPS and len(n.input) > 1 and n.input[1] in inits and n.name]
+    return list(_MAC_OPS), nodes, "attention graph: weight matrix products only"
+
+
+def apply(base, out_dir: Path, *, per_channel: bool = True, reduce_range: bool = False,
+          calibrate_method: str = "MinMax", calib_batch: int = 64, op_types: tuple | None = None) -> dict:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    calib = base.calibration_data()
+    if not calib:
+        raise BenchError(f"int8-static: model {base.name} has no calibration data (calib.npz)")
+    for inp in base.inputs:
+        calib[inp["name"]] = calib[inp["name"]].astype(inp.get("dtype") or "float32")
+    n_calib = len(next(iter(calib.values())))
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        pre_info = C.preprocess(base.onnx_path, pre)
+        types, nodes, policy = _selection(pre, op_types)
+        quantize_static(str(pre), str(out_dir / "model.onnx"), _reader(calib, calib_batch), op_types_to_quantize=types,
+                        nodes_to_quantize=nodes,
+                        quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=reduce_range,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=getattr(CalibrationMethod, calibrate_method),
+                        extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
+    return {
+        "precision": "int8",
+        "recipe": {"name": "int8-static", "params": {"format": "QDQ", "per_channel": per_channel,
+                                                     "activation_type": "QUInt8", "weight_type": "QInt8",
+                                                     "reduce_range": reduce_range, "calibrate_method": calibrate_method,
+                                                     "calibration_samples": n_calib, "op_types": types or "all",
+                                                     "nodes_quantized": None if nodes is None else len(nodes),
+                                                     "op_types_policy": policy, **pre_info}},
+        "torch": None,
+        "ops": C.op_counts(out_dir / "model.onnx"),
+        "check": C.ort_check(out_dir / "model.onnx", base),
+    }

@@ -1,0 +1,472 @@
+"""Bring your own model: an ONNX file or a torch factory, run through the zoo's path.
+
+``bench run --model path/to/model.onnx --input-shape NAME=1x3x224x224`` or
+``bench run --model package.module:factory --input-shape 1x3x224x224``: the model becomes
+an fp32 artifact in the same content-hashed cache as zoo models (``harness.artifacts``),
+with complexity counted from its graph, and its cases are measured and checked like any
+other. It has no labels: its accuracy is **fidelity** against its own fp32 outputs, which
+onnxruntime (CPU) computes once, at artifact build, on seeded random inputs:
+
+* ``N_EVAL`` = 32 samples per input (rounded up to a multiple of a fixed batch size),
+  drawn from ``numpy.random.default_rng(0)`` in input order: float inputs standard
+  normal; integer inputs 1 where the input's name contains ``mask``, else uniform in
+  {0, 1} (valid indices for any embedding table); bool inputs fair coin flips.
+* Axis 0 of every input is the batch axis. A symbolic axis 0 means any batch size; a
+  fixed one (e.g. 1) restricts the cases to that batch. Every other dim must be fixed,
+  by the model or by ``--input-shape`` (whose first dim is the batch of offline runs
+  when neither ``--batch`` nor a suite says otherwise).
+* The gated metric is top-1 agreement when the first output is ``(batch, classes)``,
+  else cosine similarity; both are recorded with max/mean abs diff.
+
+An ONNX model's key hashes the file's bytes (and external data files), the input shapes
+and the library versions; a torch factory's key hashes its module's source, the shapes
+and the versions. Torch factories are called with no arguments under
+``torch.manual_seed(0)``, their inputs are float32, and their artifacts keep the
+state_dict so ``--runtime torch`` runs them too.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from harness.errors import BenchError
+
+N_EVAL = 32
+SEED = 0
+VARIANT = "fp32"
+_MODULES = ("suites.zoo.byo", "suites.zoo.common", "harness.artifacts")
+
+
+@dataclass
+class UserModel:
+    ref: str  # as given on the command line
+    name: str  # the model name in case ids and records
+    kind: str  # "onnx" | "torch"
+    artifact: object  # harness.artifacts.Artifact
+    built: bool
+    fixed_batch: int | None  # the model's fixed batch size, None when dynamic
+    default_batch: int  # axis 0 of the given input shapes (1 when none was given)
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+def parse_shapes(texts) -> dict[str | None, tuple[int, ...]]:
+    """``["x=1x3x8x8", ...]`` -> ``{"x": (1, 3, 8, 8)}``; a shape without a name has key None."""
+    from harness.complexity import parse_input_shape
+
+    shapes: dict[str | None, tuple[int, ...]] = {}
+    for text in texts or ():
+        name, shape = parse_input_shape(text)
+        if name in shapes:
+            raise BenchError(f"--input-shape given twice for {name or 'the (only) input'}")
+        shapes[name] = shape
+    return shapes
+
+
+def _dims(vi) -> list | None:
+    tt = vi.type.tensor_type
+    if not tt.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim]
+
+
+def _fmt(dims) -> str:
+    return "?" if dims is None else "x".join("?" if not isinstance(d, int) else str(d) for d in dims)
+
+
+def resolve_inputs(label: str, declared: list[tuple[str, str, list | None]],
+                   shapes: dict[str | None, tuple]) -> tuple[list[dict], int | None, int]:
+    """Concrete per-input shapes from the model's declarations and the user's ``--input-shape``s.
+
+    ``declared``: ``[(name, numpy dtype name, dims)]`` with dims of int (fixed), str/None
+    (dynamic) or None (no shape at all). Returns ``(inputs, fixed_batch, default_batch)``,
+    ``inputs = [{"name", "dtype", "shape": [batch or None, ...]}]`` (meta form; ``None``
+    marks a dynamic batch axis). One :class:`BenchError` line for anything missing or
+    contradictory.
+    """
+    names = [n for n, _, _ in declared]
+    given = dict(shapes)
+    if None in given:
+        if len(declared) != 1:
+            raise BenchError(f"{label}: an --input-shape without NAME= is only allowed for a model with one input "
+                             f"(inputs: {', '.join(names)})")
+        given[names[0]] = given.pop(None)
+    out, fixed, batches = [], set(), set()
+    for name, dtype, dims in declared:
+        shape = given.get(name)
+        if shape is not None:
+            if dims is not None:
+                if len(dims) != len(shape):
+                    raise BenchError(f"{label}: --input-shape {name}={_fmt(shape)} has rank {len(shape)}, the model "
+                                     f"declares {_fmt(dims)} (rank {len(dims)})")
+                for axis, (d, s) in enumerate(zip(dims, shape)):
+                    if isinstance(d, int) and d != s:
+                        raise BenchError(f"{label}: --input-shape {name}={_fmt(shape)}: dim {axis} is {s} but the "
+                                         f"model fixes it to {d} ({_fmt(dims)})")
+            dims_out = list(shape)
+            batches.add(shape[0])
+        else:
+            if dims is None:
+                raise BenchError(f"{label}: input '{name}' has no declared shape: give --input-shape {name}=1x...")
+            if not dims:
+                raise BenchError(f"{label}: input '{name}' is a scalar (no batch axis); bench needs a batch axis 0")
+            dynamic = [i for i, d in enumerate(dims[1:], start=1) if not isinstance(d, int)]
+            if dynamic:
+                raise BenchError(f"{label}: input '{name}' has dynamic dims ({_fmt(dims)}, axis "
+                                 f"{', '.join(map(str, dynamic))}): give --input-shape {name}=1x... with every dim")
+            dims_out = [dims[0] if isinstance(dims[0], int) else 1, *dims[1:]]
+        if dims is not None and dims and isinstance(dims[0], int):
+            fixed.add(dims[0])
+        out.append({"name": name, "dtype": dtype, "shape": dims_out})
+    unknown = [n for n in given if n not in names]
+    if unknown:
+        raise BenchError(f"{label}: --input-shape names '{unknown[0]}', which is not an input of the model "
+                         f"(inputs: {', '.join(names)})")
+    if len(fixed) > 1:
+        raise BenchError(f"{label}: inputs fix different batch sizes ({sorted(fixed)}); bench needs one batch axis")
+    fixed_batch = fixed.pop() if fixed else None
+    if len(batches) > 1:
+        raise BenchError(f"{label}: the --input-shape batch dims differ ({sorted(batches)})")
+    default_batch = fixed_batch or (batches.pop() if batches else 1)
+    for inp in out:
+        inp["shape"] = [fixed_batch] + inp["shape"][1:]  # None: dynamic batch
+    return out, fixed_batch, default_batch
+
+
+# --------------------------------------------------------------------------- inputs and reference
+
+
+def random_inputs(inputs: list[dict], n: int, seed: int = SEED) -> dict[str, np.ndarray]:
+    """``n`` seeded samples per input (see the module docstring for the distributions)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for inp in inputs:
+        shape = (n, *inp["shape"][1:])
+        dt = np.dtype(inp["dtype"])
+        if dt.kind == "f":
+            arr = rng.standard_normal(shape).astype(dt)
+        elif dt.kind == "b":
+            arr = rng.random(shape) < 0.5
+        elif dt.kind in "iu":
+            arr = (np.ones(shape) if "mask" in inp["name"].lower() else rng.integers(0, 2, shape)).astype(dt)
+        else:
+            raise BenchError(f"input '{inp['name']}' has dtype {dt.name}, which bench cannot generate inputs for")
+        out[inp["name"]] = arr
+    return out
+
+
+def reference_outputs(onnx_path: Path, x: dict[str, np.ndarray], batch: int, label: str) -> np.ndarray:
+    """The first output of onnxruntime (CPU, fp32 graph as given) on ``x``, in chunks of ``batch``."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise BenchError(f"{label}: onnxruntime cannot load the model: {_first_line(exc)}") from None
+    n = len(next(iter(x.values())))
+    outs = []
+    for start in range(0, n, batch):
+        chunk = {k: v[start:start + batch] for k, v in x.items()}
+        try:
+            y = np.asarray(sess.run(None, chunk)[0])
+        except Exception as exc:
+            raise BenchError(f"{label}: onnxruntime cannot run the model on inputs "
+                             f"{', '.join(f'{k}={_fmt(v.shape)}:{v.dtype}' for k, v in chunk.items())}: "
+                             f"{_first_line(exc)}") from None
+        if y.ndim == 0 or y.shape[0] != len(next(iter(chunk.values()))):
+            raise BenchError(f"{label}: the first output has shape {_fmt(y.shape)}, without the batch axis 0 "
+                             "bench needs")
+        outs.append(y)
+    return np.concatenate(outs)
+
+
+def _first_line(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return (text[:300] + "...") if len(text) > 300 else (text or type(exc).__name__)
+
+
+# --------------------------------------------------------------------------- ONNX files
+
+
+def _read_onnx(path: Path, label: str):
+    """Parse and sanity-check an ONNX file -> (ModelProto without external data, file bytes)."""
+    import onnx
+
+    if not path.exists():
+        raise BenchError(f"no such file: {label}")
+    if path.is_dir():
+        raise BenchError(f"{label} is a directory, not an ONNX file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BenchError(f"cannot read {label}: {exc.strerror or exc}") from None
+    if not data:
+        raise BenchError(f"{label}: empty file, not an ONNX model")
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except Exception as exc:
+        raise BenchError(f"{label}: not a valid ONNX model (corrupt or truncated: {_first_line(exc)})") from None
+    if model.ir_version <= 0 or not model.HasField("graph") or not model.opset_import:
+        raise BenchError(f"{label}: not a valid ONNX model (no IR version, graph or opset; truncated or another "
+                         "format?)")
+    if len(model.graph.node) == 0 or len(model.graph.output) == 0:
+        raise BenchError(f"{label}: the ONNX graph has no nodes or no outputs")
+    return model, data
+
+
+def _external_files(model, base: Path) -> list[Path]:
+    from onnx import external_data_helper as edh
+
+    files = set()
+    for t in edh._get_all_tensors(model):
+        if edh.uses_external_data(t):
+            files.add((base / edh.ExternalDataInfo(t).location).resolve())
+    return sorted(files)
+
+
+def _declared_inputs(model) -> list[tuple[str, str, list | None]]:
+    import onnx
+
+    init = {t.name for t in model.graph.initializer}
+    out = []
+    for vi in model.graph.input:
+        if vi.name in init:
+            continue
+        if not vi.type.HasField("tensor_type"):
+            raise BenchError(f"input '{vi.name}' is not a tensor; bench runs tensor inputs only")
+        try:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type).name
+        except Exception:
+            dtype = f"onnx type {vi.type.tensor_type.elem_type}"
+        out.append((vi.name, dtype, _dims(vi)))
+    return out
+
+
+def _onnx_user_model(ref: str, shapes: dict, parsed, *, root, rebuild: bool) -> UserModel:
+    from harness.artifacts import artifact_key, get_or_build, package_versions
+
+    path = Path(ref).expanduser()
+    label = ref
+    model, data = parsed
+    h = hashlib.sha256(data)
+    ext = _external_files(model, path.resolve().parent)
+    for f in ext:
+        if not f.is_file():
+            raise BenchError(f"{label}: external data file missing: {f}")
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    declared = _declared_inputs(model)
+    if not declared:
+        raise BenchError(f"{label}: the model has no inputs")
+    for name, dtype, _ in declared:
+        if dtype.startswith("onnx type"):
+            raise BenchError(f"{label}: input '{name}' has an element type bench cannot feed ({dtype})")
+    inputs, fixed_batch, default_batch = resolve_inputs(label, declared, shapes)
+    name = path.name
+    key = artifact_key(model=name, variant=VARIANT, modules=_MODULES,
+                       params={"kind": "onnx", "sha256": h.hexdigest(), "inputs": inputs, "n_eval": N_EVAL},
+                       seed=SEED, versions=package_versions())
+
+    def build(d: Path) -> dict:
+        import onnx
+
+        if ext:  # make the artifact self-contained
+            full = onnx.load(str(path), load_external_data=True)
+            onnx.save_model(full, str(d / "model.onnx"), save_as_external_data=False)
+        else:
+            (d / "model.onnx").write_bytes(data)
+        return _finish_meta(d, name, inputs, fixed_batch, label,
+                            source={"kind": "onnx", "path": str(path.resolve()), "sha256": h.hexdigest(),
+                                    "external_data": [str(f) for f in ext]})
+
+    art, built = get_or_build(_cache_name(name), VARIANT, key, build, root=root, rebuild=rebuild)
+    return UserModel(ref, name, "onnx", art, built, fixed_batch, default_batch)
+
+
+# --------------------------------------------------------------------------- torch factories
+
+
+def _torch_user_model(ref: str, shapes: dict, *, root, rebuild: bool) -> UserModel:
+    import importlib.util
+
+    from harness.artifacts import artifact_key, get_or_build, package_versions, source_digest
+
+    module_name, _, attr = ref.partition(":")
+    if not module_name or not attr:
+        raise BenchError(f"bad model '{ref}': expected an ONNX file (*.onnx) or package.module:factory")
+    try:
+        found = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError) as exc:
+        raise BenchError(f"model '{ref}': cannot find module {module_name} ({_first_line(exc)})") from None
+    if found is None or found.origin is None:
+        raise BenchError(f"model '{ref}': no module named {module_name} (is it importable from here?)")
+    if not shapes:
+        raise BenchError(f"model '{ref}': a torch factory needs --input-shape (e.g. --input-shape 1x3x224x224 or "
+                         "NAME=1x3x224x224 per input)")
+    declared = [(n if n is not None else "input", "float32", None) for n in shapes]
+    shapes = {(n if n is not None else "input"): s for n, s in shapes.items()}
+    inputs, fixed_batch, default_batch = resolve_inputs(ref, declared, shapes)
+    key = artifact_key(model=ref, variant=VARIANT, modules=(*_MODULES, module_name),
+                       params={"kind": "torch", "factory": ref, "inputs": inputs, "n_eval": N_EVAL},
+                       seed=SEED, versions=package_versions())
+
+    def build(d: Path) -> dict:
+        import torch
+
+        from harness.plugins import load_object
+        from suites.zoo.common import export_onnx
+
+        try:
+            factory = load_object(ref)
+        except Exception as exc:
+            raise BenchError(f"model '{ref}': cannot import it: {type(exc).__name__}: {_first_line(exc)}") from None
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(SEED)
+            try:
+                module = factory()
+            except Exception as exc:
+                raise BenchError(f"model '{ref}': calling it with no arguments failed: {type(exc).__name__}: "
+                                 f"{_first_line(exc)}") from None
+        if not isinstance(module, torch.nn.Module):
+            raise BenchError(f"model '{ref}' returned a {type(module).__name__}, not a torch.nn.Module")
+        module.eval()
+        example = random_inputs(inputs, 1)
+        try:
+            export_onnx(module, example, d / "model.onnx", output_name="output")
+        except Exception as exc:
+            raise BenchError(f"model '{ref}': torch.onnx.export failed: {type(exc).__name__}: "
+                             f"{_first_line(exc)}") from None
+        torch.save(module.state_dict(), d / "model.pt")
+        return _finish_meta(d, ref, inputs, fixed_batch, ref,
+                            source={"kind": "torch", "factory": ref, "module_sha256": source_digest([module_name])},
+                            torch_info={"factory": ref, "kwargs": {}, "state_dict": "model.pt"})
+
+    art, built = get_or_build(_cache_name(ref), VARIANT, key, build, root=root, rebuild=rebuild)
+    return UserModel(ref, ref, "torch", art, built, fixed_batch, default_batch)
+
+
+# --------------------------------------------------------------------------- shared
+
+
+def _cache_name(name: str) -> str:
+    return "byo-" + re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def _finish_meta(d: Path, name: str, inputs: list[dict], fixed_batch, label: str, *,
+                 source: dict, torch_info: dict | None = None) -> dict:
+    from harness.artifacts import package_versions
+    from harness.complexity import count
+    from suites.build import _io_meta
+
+    t0 = time.perf_counter()
+    batch = fixed_batch or 8
+    n = -(-N_EVAL // batch) * batch
+    x = random_inputs(inputs, n)
+    ref = reference_outputs(d / "model.onnx", x, batch, label)
+    np.savez_compressed(d / "eval.npz", **{f"x:{k}": v for k, v in x.items()}, reference=ref)
+    per_sample = int(np.prod(ref.shape[1:])) if ref.ndim > 1 else 1
+    metric = "top1_agreement" if ref.ndim == 2 and per_sample > 1 else "cosine"
+    _, outputs, opset = _io_meta(d / "model.onnx")
+    one = {i["name"]: tuple([fixed_batch or 1, *i["shape"][1:]]) for i in inputs}
+    try:
+        complexity = count(d / "model.onnx", one)
+        complexity.pop("per_op", None)
+    except BenchError as exc:
+        complexity = {"error": str(exc)}
+    meta = {
+        "onnx": "model.onnx", "opset": opset, "inputs": inputs, "outputs": outputs, "precision": "fp32",
+        "task": "fidelity", "metric": metric, "user_model": True, "source": source,
+        "dataset": f"{n} seeded random inputs per input (numpy default_rng({SEED})); no labels",
+        "description": f"user model {name}", "complexity": complexity,
+        "fixed_batch": fixed_batch,
+        "reference": {"metric": "fidelity", "value": None, "computed_by": "onnxruntime CPUExecutionProvider"},
+        "recipe": {"name": "fp32", "params": {}},
+        "build_s": time.perf_counter() - t0, "versions": package_versions(),
+    }
+    if torch_info:
+        meta["torch"] = torch_info
+    return meta
+
+
+def resolve(refs, shape_texts=(), *, root: Path | None = None, rebuild: bool = False,
+            emit: Callable[[str, dict], None] | None = None) -> list[UserModel]:
+    """Validate and build (or fetch from the cache) the artifacts of the user's models.
+
+    ``refs``: ``*.onnx`` paths and/or ``package.module:factory`` references; ``shape_texts``:
+    the ``--input-shape`` values (a named shape goes to the model with that input).
+    Raises :class:`BenchError` (one line, exit 2) for anything unusable.
+    """
+    emit = emit or (lambda kind, data: None)
+    shapes = parse_shapes(shape_texts)
+    parsed = {ref: _read_onnx(Path(ref).expanduser(), ref) for ref in refs if ref.lower().endswith(".onnx")}
+    onnx_inputs = {ref: [n for n, _, _ in _declared_inputs(p[0])] for ref, p in parsed.items()}
+    claimed = {n for names in onnx_inputs.values() for n in names}
+    models: list[UserModel] = []
+    used: set = set()
+    for ref in refs:
+        t0 = time.perf_counter()
+        if ref in parsed:
+            mine = {k: v for k, v in shapes.items() if k is None or k in onnx_inputs[ref]}
+        else:  # a torch factory's inputs are what the shapes name (those no ONNX model of the run has)
+            mine = {k: v for k, v in shapes.items() if k not in claimed}
+        used.update(mine)
+        emit("artifact", {"model": ref, "variant": VARIANT})
+        um = (_onnx_user_model(ref, mine, parsed[ref], root=root, rebuild=rebuild) if ref in parsed
+              else _torch_user_model(ref, mine, root=root, rebuild=rebuild))
+        emit("artifact_ready", {"model": um.name, "variant": VARIANT, "built": um.built,
+                                "seconds": time.perf_counter() - t0})
+        if any(m.name == um.name for m in models):
+            raise BenchError(f"two of your models are both named '{um.name}'; rename one of the files")
+        models.append(um)
+    unused = [n for n in shapes if n not in used]
+    if unused:
+        raise BenchError(f"--input-shape {unused[0] or '(unnamed)'} matches no input of your models")
+    return models
+
+
+def plan(models: list[UserModel], *, backend: str, runtime: str, scenarios: list[str],
+         batches: list[int] | None, suite_batches: list[int] | None = None) -> list:
+    """Cases of the user's models: single-stream at batch 1, offline at ``batches`` (else the
+    suite's batch sizes, else the batch of ``--input-shape``), kept to a fixed batch size."""
+    from harness.suite import PlannedCase
+
+    cases = []
+    for m in models:
+        for sc in scenarios:
+            if sc == "single-stream":
+                bs = [1]
+            else:
+                bs = list(batches or suite_batches or [m.default_batch])
+            if m.fixed_batch is not None:
+                keep = [b for b in bs if b == m.fixed_batch]
+                if not keep and sc != "single-stream" and batches:
+                    raise BenchError(f"model {m.name} has a fixed batch size of {m.fixed_batch}; --batch "
+                                     f"{','.join(map(str, batches))} asks for others")
+                bs = keep or ([] if sc == "single-stream" else [m.fixed_batch])
+            for b in bs:
+                cases.append(PlannedCase(m.name, VARIANT, backend, runtime, "fp32", int(b), sc))
+    if models and not cases:
+        raise BenchError("none of the requested scenarios fits your models' fixed batch sizes")
+    return cases
+
+
+def default_suite():
+    """The stand-in suite of a run without ``--suite``: both scenarios, gate 0.99, default measurement."""
+    from harness.suite import DEFAULT_GATE, Suite
+
+    data = {"name": "user-models", "description": "your own models (bench run --model FILE.onnx | pkg.mod:fn)",
+            "models": [], "scenarios": ["single-stream", "offline"], "accuracy": {"gate": DEFAULT_GATE}}
+    raw = json.dumps(data, sort_keys=True).encode()
+    return Suite(name="user-models", path=None, sha256=hashlib.sha256(raw).hexdigest(), data=data)

@@ -1,0 +1,291 @@
+"""The ``tpu`` backend: the one-line refusal where there is no TPU, the probe, and the TPU-only
+glue (resolver -> connect -> initialize -> TPUStrategy, replica split, bf16 policy) driven
+through a fake resolver/strategy while the model itself runs for real on TensorFlow's CPU."""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from backends.base import UnsupportedCase
+from backends.tpu import (TPUBackend, availability_from_probe, connect, default_tpu_address, plan_execution,
+                          tpu_probe)
+
+needs_tf = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
+                              reason="tensorflow is not installed (pip install tensorflow-cpu)")
+
+NO_TPU = {"accel_devices": [], "vfio_devices": [], "tpu_name": None, "colab_tpu_addr": None,
+          "accelerator_type": None, "libtpu_version": None, "tensorflow_version": "2.21.0"}
+
+
+# ----------------------------------------------------------------------------- availability, probe
+
+def test_no_tpu_says_what_is_missing_in_one_line():
+    av = availability_from_probe(NO_TPU)
+    assert not av.ok and "no TPU found" in av.reason and "\n" not in av.reason
+    av = availability_from_probe({**NO_TPU, "tensorflow_version": None})
+    assert "tensorflow is not installed" in av.reason and "no TPU found" in av.reason
+
+
+def test_tpu_vm_devices_and_remote_tpus():
+    vm = {**NO_TPU, "accel_devices": ["/dev/accel0", "/dev/accel1"], "libtpu_version": "2.18.0",
+          "accelerator_type": "v4-8"}
+    assert availability_from_probe(vm).ok and availability_from_probe(vm).reason == "v4-8"
+    assert "libtpu is not installed" in availability_from_probe({**vm, "libtpu_version": None}).reason
+    # /dev/vfio alone is not a TPU (GPU passthrough uses it too) unless libtpu is installed
+    assert not availability_from_probe({**NO_TPU, "vfio_devices": ["/dev/vfio/0"]}).ok
+    assert availability_from_probe({**NO_TPU, "vfio_devices": ["/dev/vfio/0"], "libtpu_version": "0.1"}).ok
+    assert availability_from_probe({**NO_TPU, "tpu_name": "my-tpu"}).ok
+    assert default_tpu_address({**NO_TPU, "tpu_name": "my-tpu"}, {}) == "my-tpu"
+    assert default_tpu_address(vm, {}) == "local"
+    assert default_tpu_address(vm, {"tpu": "grpc://10.0.0.2:8470"}) == "grpc://10.0.0.2:8470"
+    assert default_tpu_address({**NO_TPU, "colab_tpu_addr": "10.0.0.2:8470"}, {}) is None
+
+
+def test_probe_reads_devices_and_environment():
+    files = {"/dev/accel*": ["/dev/accel1", "/dev/accel0"], "/dev/vfio/*": ["/dev/vfio/vfio", "/dev/vfio/3"]}
+    p = tpu_probe({"TPU_NAME": "t1", "TPU_ACCELERATOR_TYPE": "v5litepod-4"}, globber=lambda pat: files[pat])
+    assert p["accel_devices"] == ["/dev/accel0", "/dev/accel1"] and p["vfio_devices"] == ["/dev/vfio/3"]
+    assert p["tpu_name"] == "t1" and p["accelerator_type"] == "v5litepod-4"
+
+
+def test_plan_execution():
+    assert plan_execution(16, 8) == "replicated"
+    assert plan_execution(1, 8) == "single-core"
+    assert plan_execution(1, 1) == "replicated"
+    with pytest.raises(UnsupportedCase, match="not divisible by the 8 TPU replicas"):
+        plan_execution(12, 8)
+
+
+def test_backend_here_is_unavailable_without_importing_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom backends.tpu import TPUBackend\nb = TPUBackend()\nprint(b.availability().ok)\n"
+            "b.describe()\nprint('tensorflow' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.split() == [str(TPUBackend().availability().ok), "False"], out.stderr
+
+
+@pytest.fixture(scope="module")
+def backend_eps(tmp_path_factory):
+    """Registers cuda and tpu through entry points for subprocesses (as pyproject.toml does once the
+    lead adds them; a duplicate registration is harmless)."""
+    d = tmp_path_factory.mktemp("eps")
+    info = d / "bench_hw_backends-0.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: bench-hw-backends\nVersion: 0.0\n")
+    (info / "entry_points.txt").write_text("[bench.backends]\ncuda = backends.cuda:CUDABackend\n"
+                                           "tpu = backends.tpu:TPUBackend\n")
+    return d
+
+
+@pytest.mark.skipif(TPUBackend().availability().ok, reason="a TPU is present here")
+def test_cli_backend_tpu_exits_2_with_one_line(tmp_path, backend_eps):
+    from tests.conftest import bench_env, run_bench
+
+    proc = run_bench(["run", "--suite", "smoke", "--backend", "tpu", "--out", str(tmp_path)],
+                     env=bench_env(extra_path=backend_eps), timeout=120)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and "backend 'tpu' is not available here" in lines[0] and "TPU" in lines[0], lines
+    assert "Traceback" not in proc.stderr and not list(tmp_path.glob("*.json"))
+
+
+# ----------------------------------------------------------------------------- the glue, with fakes
+
+class FakeResolver:
+    def __init__(self, tpu=None):
+        self.tpu = tpu
+
+
+class FakeTopology:
+    num_tasks = 1
+    num_tpus_per_task = 2
+    mesh_shape = [1, 1, 1, 2]
+
+
+class FakeStrategy:
+    """What bench uses of ``TPUStrategy``: a per-replica value is a tuple (one entry per replica)."""
+
+    def __init__(self, resolver, replicas=2, calls=None):
+        self.resolver = resolver
+        self.num_replicas_in_sync = replicas
+        self.calls = calls if calls is not None else []
+        self.in_scope = False
+
+    @contextlib.contextmanager
+    def scope(self):
+        self.calls.append("scope")
+        self.in_scope = True
+        yield
+        self.in_scope = False
+
+    def experimental_distribute_values_from_function(self, value_fn):
+        self.calls.append("distribute")
+        per = [value_fn(SimpleNamespace(replica_id_in_sync_group=i, num_replicas_in_sync=self.num_replicas_in_sync))
+               for i in range(self.num_replicas_in_sync)]
+        return tuple(tuple(p[j] for p in per) for j in range(len(per[0])))
+
+    def run(self, fn, args=()):
+        self.calls.append("run")
+        outs = [fn(*[a[i] for a in args]) for i in range(self.num_replicas_in_sync)]
+        return [tuple(o[j] for o in outs) for j in range(len(outs[0]))]
+
+    def experimental_local_results(self, value):
+        return tuple(value)
+
+
+class Proxy:
+    """Delegates to ``base`` except for the attributes given."""
+
+    def __init__(self, base, **over):
+        self._base = base
+        self.__dict__.update(over)
+
+    def __getattr__(self, name):
+        return getattr(self._base, name)
+
+
+def fake_tf(real, calls, replicas=2):
+    def strategy(resolver):
+        calls.append(("TPUStrategy", resolver.tpu))
+        s = FakeStrategy(resolver, replicas, calls)
+        calls.append(s)
+        return s
+
+    def resolver(tpu=None):
+        calls.append(("TPUClusterResolver", tpu))
+        return FakeResolver(tpu)
+
+    def init(r):
+        calls.append(("initialize_tpu_system", r.tpu))
+        return FakeTopology()
+
+    config = Proxy(real.config,
+                   experimental_connect_to_cluster=lambda r: calls.append(("connect_to_cluster", r.tpu)),
+                   list_logical_devices=lambda kind: [SimpleNamespace(name=f"/device:TPU:{i}") for i in range(replicas)],
+                   list_physical_devices=lambda kind: ["TPU0"],
+                   experimental=Proxy(real.config.experimental,
+                                      get_device_details=lambda d: {"device_kind": "TPU v4"}))
+    distribute = Proxy(real.distribute, cluster_resolver=SimpleNamespace(TPUClusterResolver=resolver),
+                       TPUStrategy=strategy)
+    return Proxy(real, config=config, distribute=distribute,
+                 tpu=SimpleNamespace(experimental=SimpleNamespace(initialize_tpu_system=init)))
+
+
+def test_connect_runs_resolver_connect_initialize_strategy_in_order():
+    calls = []
+    tf = SimpleNamespace(
+        distribute=SimpleNamespace(cluster_resolver=SimpleNamespace(
+            TPUClusterResolver=lambda tpu=None: calls.append(("resolver", tpu)) or FakeResolver(tpu)),
+            TPUStrategy=lambda r: calls.append(("strategy", r.tpu)) or FakeStrategy(r, 8)),
+        config=SimpleNamespace(experimental_connect_to_cluster=lambda r: calls.append(("connect", r.tpu)),
+                               list_logical_devices=lambda kind: [], list_physical_devices=lambda kind: [],
+                               experimental=SimpleNamespace(get_device_details=lambda d: {})),
+        tpu=SimpleNamespace(experimental=SimpleNamespace(
+            initialize_tpu_system=lambda r: calls.append(("initialize", r.tpu)) or FakeTopology())))
+    _, strategy, facts = connect(tf, "local")
+    assert calls == [("resolver", "local"), ("connect", "local"), ("initialize", "local"), ("strategy", "local")]
+    assert facts["replicas"] == 8 and facts["num_tpus_per_task"] == 2 and facts["mesh_shape"] == [1, 1, 1, 2]
+    assert facts["device_kind"] is None  # no physical device listed: recorded as unknown, not an error
+
+
+def _mlp_onnx(path: Path, rng) -> Path:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w1 = numpy_helper.from_array(rng.standard_normal((32, 16)).astype(np.float32), "w1")
+    b1 = numpy_helper.from_array(rng.standard_normal(32).astype(np.float32), "b1")
+    w2 = numpy_helper.from_array(rng.standard_normal((4, 32)).astype(np.float32), "w2")
+    b2 = numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b2")
+    nodes = [helper.make_node("Gemm", ["input", "w1", "b1"], ["h"], transB=1), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Gemm", ["r", "w2", "b2"], ["output"], transB=1)]
+    g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["b", 16])],
+                          [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["b", 4])], [w1, b1, w2, b2])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def mlp(tmp_path_factory):
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    p = _mlp_onnx(tmp_path_factory.mktemp("tpu") / "mlp.onnx", rng)
+    x = rng.standard_normal((8, 16)).astype(np.float32)
+    ref = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    art = SimpleNamespace(onnx_path=p, dir=p.parent, name="mlp", variant="fp32", key="k",
+                          inputs=[{"name": "input", "shape": [None, 16], "dtype": "float32"}], meta={})
+    return SimpleNamespace(art=art, x=x, ref=ref)
+
+
+@pytest.fixture
+def tpu_backend():
+    from backends import tf_runtime
+
+    real = tf_runtime.import_tf(2)
+    calls: list = []
+    b = TPUBackend()
+    b.probe = lambda: {**NO_TPU, "accel_devices": ["/dev/accel0"], "libtpu_version": "fake",
+                       "accelerator_type": "v4-8"}
+    b.import_tf = lambda threads: fake_tf(real, calls)
+    return b, calls
+
+
+@needs_tf
+def test_replicated_session_splits_the_batch_over_replicas(tpu_backend, mlp):
+    b, calls = tpu_backend
+    s = b.prepare(mlp.art, precision="fp32", batch=8, threads=2, runtime="tensorflow", options={})
+    names = [c[0] for c in calls if isinstance(c, tuple)]
+    assert names == ["TPUClusterResolver", "connect_to_cluster", "initialize_tpu_system", "TPUStrategy"]
+    assert calls[0] == ("TPUClusterResolver", "local")
+    strategy = next(c for c in calls if isinstance(c, FakeStrategy))
+    assert "scope" in strategy.calls  # weights created under strategy.scope()
+    out = s.run({"input": mlp.x})[0]
+    np.testing.assert_allclose(out, mlp.ref, atol=1e-5, rtol=1e-5)
+    assert strategy.calls.count("distribute") == 1 and strategy.calls.count("run") >= 1
+    assert s.info["execution"] == "replicated" and s.info["replicas"] == 2
+    assert s.info["tpu"]["devices"] == ["/device:TPU:0", "/device:TPU:1"]
+    assert s.info["tpu"]["device_kind"] == "TPU v4" and s.info["jit_compile"] == "always (TPU)"
+    assert s.energy_meter() is None  # no TPU energy counter: the harness records why
+    np.testing.assert_allclose(s.run({"input": mlp.x})[0], mlp.ref, atol=1e-5, rtol=1e-5)
+    json.dumps(s.info)
+    # a second case in the same process does not initialise the TPU again
+    b.prepare(mlp.art, precision="fp32", batch=4, threads=2, runtime="tensorflow", options={})
+    assert [c for c in calls if isinstance(c, tuple)].count(("initialize_tpu_system", "local")) == 1
+
+
+@needs_tf
+def test_batch_rules_and_refusals(tpu_backend, mlp):
+    b, _ = tpu_backend
+    with pytest.raises(UnsupportedCase, match="not divisible by the 2 TPU replicas"):
+        b.prepare(mlp.art, precision="fp32", batch=3, threads=2, runtime="tensorflow", options={})
+    with pytest.raises(UnsupportedCase, match="fp16"):
+        b.prepare(mlp.art, precision="fp16", batch=8, threads=2, runtime="tensorflow", options={})
+    with pytest.raises(UnsupportedCase, match="int8"):
+        b.prepare(mlp.art, precision="int8", batch=8, threads=2, runtime="tensorflow", options={})
+    # batch 1 (single-stream) runs unreplicated on one core; here the fake's core is the CPU
+    s = b.prepare(mlp.art, precision="fp32", batch=1, threads=2, runtime="tensorflow",
+                  options={"tpu_device": "/CPU:0"})
+    assert s.info["execution"] == "single-core" and s.info["device"] == "/CPU:0"
+    np.testing.assert_allclose(s.run({"input": mlp.x[:1]})[0], mlp.ref[:1], atol=1e-5, rtol=1e-5)
+
+
+@needs_tf
+def test_bf16_variant_runs_with_a_bfloat16_policy(tpu_backend, mlp):
+    b, _ = tpu_backend
+    s = b.prepare(mlp.art, precision="bf16", batch=8, threads=2, runtime="tensorflow",
+                  options={"steps_per_execution": 2})
+    out = s.run({"input": mlp.x})[0]
+    assert out.dtype == np.float32
+    assert s.info["compute_dtype"] == "bfloat16" and "cast" in s.info["precision_mode"]
+    assert s.info["steps_per_execution"] == 2
+    assert np.abs(out - mlp.ref).max() <= 0.05 * np.abs(mlp.ref).max()
+    assert not np.allclose(out, mlp.ref, atol=1e-6)  # computed in bfloat16, not fp32
