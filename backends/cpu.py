@@ -123,7 +123,9 @@ class TorchSession(_HostSession):
     def run(self, inputs):
         torch = self._torch
         with torch.inference_mode():
-            args = [torch.from_numpy(a).to(self._dtype) for a in inputs.values()]
+            # float inputs take the session's dtype; integer ones (token ids, masks) stay as they are
+            args = [torch.from_numpy(a).to(self._dtype) if a.dtype.kind == "f" else torch.from_numpy(a)
+                    for a in inputs.values()]
             out = self._module(*args)
         outs = out if isinstance(out, (tuple, list)) else (out,)
         return [o.float().numpy() if o.dtype != torch.float32 else o.numpy() for o in outs]

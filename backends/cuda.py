@@ -1055,9 +1055,9 @@ class CUDABackend(Backend):
         import onnx
         import onnxruntime as ort
 
-        from backends.tf_runtime import _Graph
+        from backends.tf_runtime import quantization_of
 
-        quant = _Graph(onnx.load(str(artifact.onnx_path), load_external_data=False)).quantization()
+        quant = quantization_of(onnx.load(str(artifact.onnx_path), load_external_data=False))
         from harness.artifacts import cache_root
 
         cache = cache_root() / "tensorrt-engines" / f"{artifact.name}-{artifact.variant}-{artifact.key}"

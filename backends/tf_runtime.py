@@ -173,20 +173,30 @@ class _Graph:
         return {k for k in kinds if k in _FLOAT_DTYPES}
 
     def quantization(self) -> dict | None:
-        ops = {k for k in self.op_counts if k.split(".")[-1] in INTEGER_OPS | QDQ_OPS}
-        if not ops:
-            return None
-        integer = sorted(o for o in ops if o.split(".")[-1] in INTEGER_OPS)
-        mode = "integer" if integer and not (ops - set(integer)) else ("qdq" if not integer else "mixed")
-        notes = {
-            "integer": "integer ops (MatMulInteger/ConvInteger/QLinear*) run in int32 arithmetic, exact",
-            "qdq": "QDQ graph run as QDQ means: QuantizeLinear rounds (half to even) and saturates to the "
-                   "integer grid, DequantizeLinear maps back, the op between runs in float; TensorFlow/XLA "
-                   "has no fused int8 kernels for it, so the int8 numerics are exact but the speed is that "
-                   "of the float ops plus the (de)quantize work",
-            "mixed": "integer ops in int32 arithmetic, QDQ pairs as quantize -> float op -> dequantize",
-        }
-        return {"mode": mode, "ops": sorted(ops), "note": notes[mode]}
+        return quantization_of(self.op_counts)
+
+
+def quantization_of(op_counts) -> dict | None:
+    """How a graph is quantized, from its op types alone (``{"mode", "ops", "note"}``, or None).
+
+    ``op_counts``: op type names (``domain.Op`` outside the default domain), or an ONNX model."""
+    if hasattr(op_counts, "graph"):
+        op_counts = {(n.domain + "." if n.domain not in ("", "ai.onnx") else "") + n.op_type
+                     for n in op_counts.graph.node}
+    ops = {k for k in op_counts if k.split(".")[-1] in INTEGER_OPS | QDQ_OPS}
+    if not ops:
+        return None
+    integer = sorted(o for o in ops if o.split(".")[-1] in INTEGER_OPS)
+    mode = "integer" if integer and not (ops - set(integer)) else ("qdq" if not integer else "mixed")
+    notes = {
+        "integer": "integer ops (MatMulInteger/ConvInteger/QLinear*) run in int32 arithmetic, exact",
+        "qdq": "QDQ graph run as QDQ means: QuantizeLinear rounds (half to even) and saturates to the "
+               "integer grid, DequantizeLinear maps back, the op between runs in float; TensorFlow/XLA "
+               "has no fused int8 kernels for it, so the int8 numerics are exact but the speed is that "
+               "of the float ops plus the (de)quantize work",
+        "mixed": "integer ops in int32 arithmetic, QDQ pairs as quantize -> float op -> dequantize",
+    }
+    return {"mode": mode, "ops": sorted(ops), "note": notes[mode]}
 
 
 # ----------------------------------------------------------------------------- the interpreter
@@ -1467,7 +1477,7 @@ def export_saved_model(onnx_path, out_dir, *, batch: int | None = None) -> Path:
 
     names = conv.output_names
 
-    @tf.function(input_signature=specs)
+    @tf.function(input_signature=specs, autograph=False)
     def serve(*xs):
         return {n: y for n, y in zip(names, conv(*xs))}
 
@@ -1513,9 +1523,10 @@ class TFSession(Session):
             # the outer function (strategy.run inside it is compiled through TPUStrategy).
             def replicated(*xs):
                 return strategy.run(step, args=xs)
-            self._fn = tf.function(replicated)
+            self._fn = tf.function(replicated, autograph=False)
         else:
-            self._fn = tf.function(step, jit_compile=bool(jit))
+            # autograph off: the interpreter is plain Python that runs while tracing, not control flow
+            self._fn = tf.function(step, jit_compile=bool(jit), autograph=False)
         self._calls = 0
         self._first: dict[str, Any] = {}
         self.info = {

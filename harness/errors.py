@@ -12,3 +12,7 @@ class BenchError(Exception):
     """A problem with the user's input or environment: printed as one line, exit 2."""
 
     exit_code = EXIT_USAGE
+
+
+class MissingDependency(BenchError):
+    """An optional package a model or backend needs is not installed: its cases are skipped."""

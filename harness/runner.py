@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from harness.errors import BenchError
+from harness.errors import BenchError, MissingDependency
 
 DEFAULT_CASE_TIMEOUT_S = 600.0
 
@@ -140,7 +140,9 @@ def run(opts: RunOptions, *, on_event: Callable[[str, dict], None] | None = None
             if art is None:
                 art = _artifact(pc.model, pc.variant, opts.rebuild, emit)
                 artifacts[(pc.model, pc.variant)] = art
-            if isinstance(art, BenchError):
+            if isinstance(art, MissingDependency):
+                case = _finish(base, None, {"status": "skipped", "reason": str(art)})
+            elif isinstance(art, BenchError):
                 case = _finish(base, None, {"status": "failed", "reason": f"artifact build failed: {art}"})
             else:
                 case = _run_one(pc, base, art, backend, settings, threads, timeout, suite, opts)

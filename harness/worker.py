@@ -29,7 +29,7 @@ crash or hang).
 
 Peak memory: the parent pops ``"__rusage__"`` from the child's dict, so
 ``WorkerResult.result`` is exactly what the target returned, and the child's peak
-resident set size (``getrusage(RUSAGE_SELF).ru_maxrss``, in bytes; it includes the
+resident set size (``VmHWM`` of /proc/self/status, in bytes; it includes the
 interpreter and everything imported) lands in ``WorkerResult.peak_rss_bytes`` (and in
 ``to_record()["peak_rss_bytes"]``). It is ``None`` when the child died before
 reporting.
@@ -356,6 +356,19 @@ def _die_with_parent() -> None:
 
 
 def _peak_rss_bytes() -> int | None:
+    """This process's own high-water mark of resident memory.
+
+    Linux: ``VmHWM`` from /proc/self/status. Not ``ru_maxrss``: that survives fork + exec,
+    so a worker spawned by a 400 MB parent would report the parent's peak, not its own.
+    Elsewhere ``ru_maxrss`` (bytes on macOS).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     try:
         import resource
 

@@ -34,15 +34,17 @@ def artifact_for(model: str, variant: str = BASE_VARIANT, *, rebuild: bool = Fal
     recipe = variant_recipe(variant)
     builder_module = spec.builder.partition(":")[0]
     modules = list(_BUILD_MODULES) + [builder_module, *getattr(spec, "modules", ()), *recipe.modules]
+    # a model's weights package (e.g. pretrained MiniLM) is part of what it is
+    versions = {**package_versions(), **package_versions(getattr(spec, "packages", ()))}
     if variant == BASE_VARIANT:
         key = artifact_key(model=model, variant=variant, modules=modules, params=recipe.params,
-                           seed=spec.seed, versions=package_versions())
+                           seed=spec.seed, versions=versions)
         return get_or_build(model, variant, key, lambda d: _build_base(spec, d), root=root, rebuild=rebuild)
     base, _ = artifact_for(model, BASE_VARIANT, root=root)
     # the base's key is part of the variant's: a retrained base (or a changed spec) rebuilds its variants
     key = artifact_key(model=model, variant=variant, modules=modules,
                        params={**recipe.params, "base_key": base.key, "student": spec.student},
-                       seed=spec.seed, versions=package_versions())
+                       seed=spec.seed, versions=versions)
     return get_or_build(model, variant, key, lambda d: _build_variant(spec, base, recipe, d), root=root,
                         rebuild=rebuild)
 

