@@ -19,9 +19,20 @@ Life of a case, inside its worker process::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from importlib import metadata
+from typing import Any, Iterable, Mapping, Sequence
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4", "fixed")
+
+
+def dist_version(names: Iterable[str]) -> str | None:
+    """The installed version of the first of ``names`` (distribution names) that is installed."""
+    for n in names:
+        try:
+            return metadata.version(n)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 class UnsupportedCase(Exception):

@@ -49,26 +49,19 @@ import subprocess
 import sys
 import threading
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from backends.base import Availability, Backend, Session, UnsupportedCase
+from backends.base import Availability, Backend, Session, UnsupportedCase, dist_version
 
 RUNTIMES = ("torch", "onnxruntime")
 _ORT_GPU_DISTS = ("onnxruntime-gpu", "onnxruntime-training", "onnxruntime")
 _MAX_EVENT_CALLS = 200_000
 
 
-def _dist_version(names) -> str | None:
-    for n in names:
-        try:
-            return metadata.version(n)
-        except metadata.PackageNotFoundError:
-            continue
-    return None
+
 
 
 def _truthy(v) -> bool:
@@ -112,7 +105,7 @@ def ort_build_info() -> dict:
     for ep, token in (("TensorrtExecutionProvider", "providers_tensorrt"), ("CUDAExecutionProvider", "providers_cuda")):
         if any(token in n for n in names):
             providers.append(ep)
-    return {"installed": True, "version": _dist_version(_ORT_GPU_DISTS), "gpu_dist": _dist_version(("onnxruntime-gpu",)),
+    return {"installed": True, "version": dist_version(_ORT_GPU_DISTS), "gpu_dist": dist_version(("onnxruntime-gpu",)),
             "providers": providers}
 
 
@@ -326,7 +319,7 @@ def describe_device(gpu: dict | None, nvml_facts: dict | None, probe: dict | Non
         d["compute_capability"] = probe["compute_capability"]
     d.setdefault("name", probe.get("name") or "NVIDIA GPU")
     d["cuda_runtime_version"] = probe.get("cuda_runtime") or torch_info.get("cuda")
-    d["cudnn_version"] = probe.get("cudnn") or _dist_version(("nvidia-cudnn-cu12", "nvidia-cudnn-cu11"))
+    d["cudnn_version"] = probe.get("cudnn") or dist_version(("nvidia-cudnn-cu12", "nvidia-cudnn-cu11"))
     d["torch_cuda_build"] = torch_info.get("cuda")
     d["onnxruntime_gpu_providers"] = ort_info.get("providers")
     return d
@@ -945,7 +938,7 @@ def torch_int8_path() -> dict | None:
         return module
 
     return {"mode": "int8 weight-only (torchao), applied to the fp32 weights at prepare; activations fp32",
-            "library": "torchao", "version": _dist_version(("torchao",)), "apply": apply,
+            "library": "torchao", "version": dist_version(("torchao",)), "apply": apply,
             "note": "torchao's own quantization of the fp32 weights, not the artifact's ONNX int8 recipe"}
 
 

@@ -28,22 +28,15 @@ from __future__ import annotations
 
 import glob
 import os
-from importlib import metadata
 from typing import Any, Callable, Mapping
 
-from backends.base import Availability, Backend, Session, UnsupportedCase
+from backends.base import Availability, Backend, Session, UnsupportedCase, dist_version
 
 _LIBTPU_DISTS = ("libtpu", "libtpu-nightly", "tensorflow-tpu")
 _TF_DISTS = ("tensorflow", "tensorflow-cpu", "tensorflow-tpu", "tf-nightly")
 
 
-def _dist_version(names) -> str | None:
-    for n in names:
-        try:
-            return metadata.version(n)
-        except metadata.PackageNotFoundError:
-            continue
-    return None
+
 
 
 def tpu_probe(environ: Mapping[str, str] | None = None, globber: Callable[[str], list] = glob.glob) -> dict:
@@ -55,7 +48,7 @@ def tpu_probe(environ: Mapping[str, str] | None = None, globber: Callable[[str],
     env = os.environ if environ is None else environ
     accel = sorted(globber("/dev/accel*"))
     vfio = sorted(p for p in globber("/dev/vfio/*") if os.path.basename(p).isdigit())
-    libtpu = _dist_version(_LIBTPU_DISTS)
+    libtpu = dist_version(_LIBTPU_DISTS)
     return {
         "accel_devices": accel,
         "vfio_devices": vfio,
@@ -63,7 +56,7 @@ def tpu_probe(environ: Mapping[str, str] | None = None, globber: Callable[[str],
         "colab_tpu_addr": env.get("COLAB_TPU_ADDR") or None,
         "accelerator_type": env.get("TPU_ACCELERATOR_TYPE") or env.get("ACCELERATOR_TYPE") or None,
         "libtpu_version": libtpu,
-        "tensorflow_version": _dist_version(_TF_DISTS),
+        "tensorflow_version": dist_version(_TF_DISTS),
     }
 
 
@@ -161,7 +154,7 @@ class TPUBackend(Backend):
         return self.describe()["name"]
 
     def runtime_version(self, runtime: str) -> str | None:
-        return _dist_version(_TF_DISTS)
+        return dist_version(_TF_DISTS)
 
     def _tf(self, threads):
         if self.import_tf is not None:

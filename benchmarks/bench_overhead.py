@@ -165,7 +165,7 @@ def main() -> None:
           f"median of {o['repeats']}; target <= 1000 ns)")
     for io_binding, bare in ((False, "InferenceSession.run"), (True, "run_with_iobinding")):
         f = fidelity(3 if args.quick else 5, io_binding)
-        print(f"fidelity (io_binding={int(io_binding)}): bench median {f['bench_median_ns'] / 1e3:.2f} µs vs bare {bare} "
+        print(f"fidelity (io_binding={int(io_binding)}{'' if io_binding else ', the default'}): bench median {f['bench_median_ns'] / 1e3:.2f} µs vs bare {bare} "
               f"{f['bare_median_ns'] / 1e3:.2f} µs -> ratio {f['ratio']:.3f} (runs: "
               + ", ".join(f"{x:.3f}" for x in f["ratios"]) + "; target 1.00 ± 0.02)")
     s = stability(3 if args.quick else 5)

@@ -108,6 +108,8 @@ def run_case(payload: dict) -> dict:
                             baseline_value=ref_meta.get("value") if metric == "top1" else None,
                             gate=payload.get("gate"), metric=metric)
     v = verdict(stats, res.stop_reason, settings, accuracy_passed=accuracy["passed"])
+    timings = session.timings()  # before close(): a session may free what it measured
+    info = session.info
     session.close()
     return {
         "status": "ok" if v["valid"] else "invalid",
@@ -124,6 +126,6 @@ def run_case(payload: dict) -> dict:
         "validity": v,
         "accuracy": accuracy,
         "energy": energy,
-        "backend_info": session.info,
-        "timings": session.timings(),
+        "backend_info": info,
+        "timings": timings,
     }

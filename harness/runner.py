@@ -241,7 +241,9 @@ def _run_one(pc, base, art, backend, settings, threads, timeout, suite, opts) ->
     worker = wr.to_record()
     if wr.ok and wr.result is not None:
         result = dict(wr.result)
-        result["memory"] = {"peak_rss_bytes": wr.peak_rss_bytes}
+        device_memory = (result.get("timings") or {}).get("memory") if isinstance(result.get("timings"), dict) else None
+        result["memory"] = {"peak_rss_bytes": wr.peak_rss_bytes,
+                            **({"device": device_memory} if device_memory else {})}
         if result.get("backend_info"):
             bi = result["backend_info"]
             result["threads"] = {"requested": threads,

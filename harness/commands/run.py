@@ -135,8 +135,6 @@ class _Progress:
         return False
 
     def _tick(self):
-        import time
-
         while not self._stop.wait(0.2):
             task = self.case_task
             if task is None:
