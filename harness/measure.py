@@ -68,6 +68,11 @@ class MeasureSettings:
     warmup_max_time_s: float = 5.0
     warmup_window: int = 10
     warmup_tolerance: float = 0.02
+    #: each warm-up window also spans at least this long, so a micro-model's window is not
+    #: 10 iterations (200 µs) that a transient plateau fills; 0 = iterations only
+    warmup_window_s: float = 0.02
+    #: measurements made again when the first is unstable (drift) or its CI is not reached
+    max_retries: int = 2
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming every bad or inconsistent field (all at once)."""
@@ -105,6 +110,8 @@ class MeasureSettings:
         ok_wmax_t = number("warmup_max_time_s")
         integer("warmup_window", 1)
         number("warmup_tolerance", positive=True)
+        number("warmup_window_s")
+        integer("max_retries", 0)
         if ok_min_t and ok_max_t and self.max_time_s < self.min_time_s:
             errors.append(f"max_time_s ({self.max_time_s}) must be >= min_time_s ({self.min_time_s})")
         if ok_min_i and ok_max_i and self.max_iterations < self.min_iterations:
@@ -183,12 +190,15 @@ def _windows_agree(previous: list[int], last: list[int], tolerance: float) -> bo
 def warm_up(step: Callable[[], object], settings: MeasureSettings, clock: Clock = time.perf_counter_ns) -> dict:
     """Run ``step`` until its per-iteration time has settled; return what happened.
 
-    Rules, with W = ``warmup_window`` and iteration times timed as in :func:`measure`:
+    Rules, with iteration times timed as in :func:`measure` and the window size
+    W = max(``warmup_window``, ceil(``warmup_window_s`` / median of the times so far)) — a
+    window spans at least ``warmup_window`` iterations and ``warmup_window_s`` seconds:
 
     * run at least ``warmup_min_iterations`` iterations and for at least ``warmup_min_time_s``;
-    * then stop as *settled* at the first iteration where the median of the last W times and
+    * then stop as *settled* at the first check where the median of the last W times and
       the median of the W before them differ by less than ``warmup_tolerance`` relative to
-      the earlier one (so at least 2 W iterations run);
+      the earlier one (so at least 2 W iterations run); with ``warmup_window_s > 0`` checks
+      are made every W/4 iterations (W is re-estimated at each check), else every iteration;
     * stop unsettled once ``warmup_max_time_s`` has elapsed, whatever the other rules say
       (``warmup_max_time_s = 0`` runs no warm-up at all).
 
@@ -200,10 +210,11 @@ def warm_up(step: Callable[[], object], settings: MeasureSettings, clock: Clock 
     max_ns = int(round(settings.warmup_max_time_s * _NS_PER_S))
     w = settings.warmup_window
     tol = settings.warmup_tolerance
-    need = max(min_iter, 2 * w)
+    window_ns = settings.warmup_window_s * _NS_PER_S
     samples: list[int] = []
     append = samples.append
     settled = False
+    next_check = max(min_iter, 2 * w)
     start = now = clock()
     while now - start < max_ns:
         t0 = clock()
@@ -211,7 +222,19 @@ def warm_up(step: Callable[[], object], settings: MeasureSettings, clock: Clock 
         now = clock()
         append(now - t0)
         n = len(samples)
-        if n >= need and now - start >= min_ns and _windows_agree(samples[n - 2 * w:n - w], samples[n - w:], tol):
+        if n < next_check or now - start < min_ns:
+            continue
+        if window_ns > 0:
+            typical = statistics.median(samples[-w:]) or 1
+            w_eff = max(w, math.ceil(window_ns / typical))
+            if n < max(min_iter, 2 * w_eff):
+                next_check = max(min_iter, 2 * w_eff)
+                continue
+            next_check = n + max(1, w_eff // 4)
+        else:
+            w_eff = w
+            next_check = n + 1
+        if _windows_agree(samples[n - 2 * w_eff:n - w_eff], samples[n - w_eff:], tol):
             settled = True
             break
     return {

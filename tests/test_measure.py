@@ -55,7 +55,7 @@ def n_calls(step) -> int:
 def settings(**kw) -> MeasureSettings:
     base = dict(min_time_s=0.01, max_time_s=1.0, min_iterations=30, max_iterations=10_000_000,
                 target_ci=0.01, confidence=0.95, warmup_min_iterations=0, warmup_min_time_s=0.0,
-                warmup_max_time_s=1.0, warmup_window=10, warmup_tolerance=0.02)
+                warmup_max_time_s=1.0, warmup_window=10, warmup_tolerance=0.02, warmup_window_s=0.0)
     base.update(kw)
     return MeasureSettings(**base)
 
@@ -308,6 +308,20 @@ def test_warm_up_capped_by_max_time():
     assert w["settled"] is False
     assert w["iterations"] == first_index_reaching(costs, 0.01e9)
     assert w["duration_s"] >= 0.01
+
+
+def test_warm_up_windows_span_a_minimum_time():
+    """A micro-model's plateau of 400 fast-then-slow iterations (0.8 ms) fills two 10-iteration
+    windows; with 20 ms windows the warm-up sees through it and settles only on the steady part."""
+    clock = FakeClock()
+    costs = [2000] * 300 + [1000] * 100 + [3000] * 200_000  # settles to 3 us after a dip
+    w = warm_up(scripted_step(clock, costs), settings(warmup_window=10, warmup_window_s=0.0), clock=clock)
+    assert w["settled"] and w["iterations"] < 300  # fooled by the first plateau
+    clock = FakeClock()
+    w = warm_up(scripted_step(clock, costs), settings(warmup_window=10, warmup_window_s=0.02), clock=clock)
+    n = w["iterations"]
+    assert w["settled"] and n > 400 + 2 * (20_000_000 // 3000) * 0.9
+    assert np.median(w["samples_ns"][-100:]) == 3000
 
 
 def test_warm_up_disabled_by_zero_max_time():
