@@ -61,6 +61,8 @@ __all__ = [
     "DEFAULT_SEED", "REGRESSION", "IMPROVEMENT", "UNCHANGED", "INCONCLUSIVE",
     "Change", "bootstrap_ratios", "bootstrap_ratio_ci", "mann_whitney_p", "tail_exceedance_p",
     "beyond_threshold", "judge", "compare_samples", "compare_values",
+    "DEFAULT_NOISE_K", "DEFAULT_MIN_HISTORY", "DEFAULT_HISTORY_WINDOW", "NoiseCheck", "run_to_run_noise",
+    "check_run_noise",
     "Segment", "StepEvent", "StepFit", "weighted_median", "solve_l1_potts", "solve_l1_potts_autogamma",
     "robust_noise", "detect_steps", "lookback_zscore",
 ]
@@ -340,6 +342,95 @@ def compare_values(base: float | None, new: float | None, *, metric: str, better
     verdict, reason, beyond = judge(ratio, significant=significant, threshold=threshold, better=better)
     return Change(metric, better, float(base), float(new), ratio, None, None, threshold, None, None,
                   significant, beyond, verdict, reason, {"delta": float(new) - float(base)})
+
+
+# =========================================================================== run-to-run noise
+
+DEFAULT_NOISE_K = 3.0  #: a change must exceed this many run-to-run sigmas
+DEFAULT_MIN_HISTORY = 5  #: earlier runs needed to estimate the run-to-run noise
+DEFAULT_HISTORY_WINDOW = 100  #: at most this many earlier runs are used
+
+
+def run_to_run_noise(values: Sequence[float]) -> float:
+    r"""Robust relative run-to-run spread :math:`\hat\sigma` of one case's per-run values.
+
+    With :math:`v_1..v_N` the values of one metric (one figure per run: its p50, p99 or
+    throughput) and :math:`y_i = \ln v_i`,
+
+    .. math:: \hat\sigma = 1.4826\; \mathrm{median}_i\, |y_i - \mathrm{median}_j\, y_j|
+
+    i.e. the median absolute deviation of the logs scaled to estimate the standard
+    deviation of a normal distribution (:math:`1/\Phi^{-1}(3/4) = 1.4826`). On the log scale
+    it is a *relative* spread: :math:`\hat\sigma = 0.02` means runs scatter by about 2 %
+    around their level, whatever the unit. Being a median, up to half the runs may be
+    outliers (a loaded night, a one-off step) without inflating it. NaN for no values.
+    """
+    y = np.log(np.asarray(values, dtype=float))
+    if y.size == 0:
+        return math.nan
+    return float(1.4826 * np.median(np.abs(y - np.median(y))))
+
+
+@dataclass
+class NoiseCheck:
+    """Is NEW's value beyond the run-to-run noise of the earlier runs? (:func:`check_run_noise`)."""
+
+    runs: int  # earlier runs the estimate used
+    level: float | None  # median of their values
+    sigma: float | None  # run-to-run noise, sigma of ln value
+    deviation: float | None  # ln(NEW / level)
+    k: float
+    beyond: bool | None  # None: too few runs to tell
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_run_noise(new: float, history: Sequence[float], *, better: str = LOWER, worse: bool,
+                    k: float = DEFAULT_NOISE_K, min_history: int = DEFAULT_MIN_HISTORY) -> NoiseCheck:
+    r"""Is ``new`` farther from the earlier runs' level than their run-to-run noise allows?
+
+    Within-run statistics (U, the bootstrap CI) only see the scatter of the iterations of one
+    process; two processes of the same code also differ by what stays fixed during a run
+    (memory layout, which cores the threads landed on, clock, neighbours). With
+    :math:`v_1..v_N` the same case's values in ``history`` (earlier runs of the same
+    machine, :math:`N \ge` ``min_history``), the level :math:`L = \mathrm{median}(v)`
+    and :math:`\hat\sigma` of :func:`run_to_run_noise`, NEW is beyond the noise when
+
+    .. math:: |\ln(v_{new} / L)| > k\, \hat\sigma
+
+    **and** :math:`v_{new}` lies on the same side of :math:`L` as the change being judged
+    (``worse``: the bad direction for ``better``). The level is the median of the
+    history rather than BASE because BASE is a single run with the same run-to-run scatter
+    as NEW: against an unlucky BASE, a normal NEW would look like a change. The median of
+    :math:`N` runs has standard error :math:`1.2533\,\sigma/\sqrt N` (small for
+    :math:`N \ge 5`), so under normal run-to-run noise with :math:`k = 3` an unchanged
+    NEW is called beyond the noise in about 0.27 % of runs (two-sided), 0.13 % in
+    one direction. ``beyond`` is ``None`` when there are fewer than ``min_history`` runs.
+    """
+    v = np.asarray([x for x in history if x is not None and math.isfinite(x) and x > 0], dtype=float)
+    n = int(v.size)
+    if n < min_history or new is None or not math.isfinite(new) or new <= 0:
+        why = (f"run-to-run noise unknown: {n} earlier run(s) of this case on this machine, need {min_history} "
+               "(or --assume-stable)")
+        if n >= min_history:
+            why = "run-to-run noise not checked: NEW has no positive value"
+        return NoiseCheck(n, float(np.median(v)) if n else None, run_to_run_noise(v) if n else None, None, k, None, why)
+    level = float(np.median(v))
+    sigma = run_to_run_noise(v)
+    dev = math.log(new / level)
+    same_side = (dev > 0) == ((better == LOWER) == worse) and dev != 0
+    beyond = abs(dev) > k * sigma and same_side
+    if beyond:
+        why = ""
+    elif not same_side:
+        why = (f"within run-to-run noise: NEW is {math.expm1(dev) * 100:+.1f}% from the level of {n} earlier runs, "
+               "on the other side than BASE suggests")
+    else:
+        why = (f"within run-to-run noise: NEW is {math.expm1(dev) * 100:+.1f}% from the level of {n} earlier runs, "
+               f"|ln ratio| {abs(dev):.3f} <= {k:g} sigma = {k * sigma:.3f}")
+    return NoiseCheck(n, level, sigma, dev, k, beyond, why)
 
 
 # =========================================================================== history

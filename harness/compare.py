@@ -10,11 +10,24 @@ and a verdict; :class:`Comparison` rolls them up into the exit code of ``bench c
 
 ====  ==================================================================
 0     no regression (every compared metric unchanged or improved)
-1     at least one regression (beyond threshold and significant)
+1     at least one regression (beyond threshold, significant within the runs,
+      and beyond the run-to-run noise of the earlier runs of the case)
 2     bad input, or a benchmark error (a case that failed in NEW)
 3     inconclusive (beyond threshold but not significant, too few samples,
-      a case or metric missing on one side) or no baseline
+      run-to-run noise unknown or not exceeded, a case or metric missing on
+      one side) or no baseline
 ====  ==================================================================
+
+**Run-to-run noise.** The within-run tests only see the scatter of one process's
+iterations; two processes of the same code on a shared machine can differ far more (a
+15-30 µs model measured 34.1 µs in one run and 16.5 µs in the next, each with a CI of
+±0.1 %). So a timing change (p50, p99, throughput) that passes the threshold and the
+within-run test is a regression / improvement only when NEW is also beyond ``k = 3``
+run-to-run sigmas of the level of the earlier runs of the same case on the same machine
+(:func:`harness.changes.check_run_noise`; at least ``min_history = 5`` of them, up to 100,
+from the results directory). With fewer it is *inconclusive* ("run-to-run noise
+unknown"). ``Settings.assume_stable`` (``--assume-stable``) skips this check: right only
+for pinned, quiet, dedicated machines. Accuracy is deterministic and needs no history.
 
 Precedence when several apply: 1, then 2, then 3. The method is documented in
 ``docs/regression.md``.
@@ -29,9 +42,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from harness.changes import (DEFAULT_ALPHA, DEFAULT_CONFIDENCE, DEFAULT_MIN_SAMPLES, DEFAULT_N_BOOT,
-                             DEFAULT_SEED, HIGHER, IMPROVEMENT, INCONCLUSIVE, LOWER, REGRESSION, UNCHANGED,
-                             Change, compare_samples, compare_values, judge)
+from harness.changes import (DEFAULT_ALPHA, DEFAULT_CONFIDENCE, DEFAULT_HISTORY_WINDOW, DEFAULT_MIN_HISTORY,
+                             DEFAULT_MIN_SAMPLES, DEFAULT_N_BOOT, DEFAULT_NOISE_K, DEFAULT_SEED, HIGHER, IMPROVEMENT,
+                             INCONCLUSIVE, LOWER, REGRESSION, UNCHANGED, Change, check_run_noise, compare_samples,
+                             compare_values, judge)
 from harness.errors import EXIT_CASES_FAILED, EXIT_INCONCLUSIVE, EXIT_OK, EXIT_USAGE, BenchError
 
 __all__ = [
@@ -185,19 +199,34 @@ class Settings:
     n_boot: int = DEFAULT_N_BOOT
     seed: int = DEFAULT_SEED
     min_samples: int = DEFAULT_MIN_SAMPLES
+    #: skip the run-to-run noise check (within-run significance alone decides): only for
+    #: pinned, quiet, dedicated machines
+    assume_stable: bool = False
+    min_history: int = DEFAULT_MIN_HISTORY  #: earlier runs of a case needed to know its run-to-run noise
+    noise_k: float = DEFAULT_NOISE_K  #: a change must exceed this many run-to-run sigmas
+    history_window: int = DEFAULT_HISTORY_WINDOW  #: at most this many earlier runs are used
+
+    def describe_noise_rule(self) -> str:
+        if self.assume_stable:
+            return "run-to-run noise not checked (--assume-stable)"
+        return (f"and beyond {self.noise_k:g} sigma of the run-to-run noise of >= {self.min_history} "
+                "earlier runs on this machine")
 
     def to_dict(self) -> dict:
         return {
             "metrics": list(self.metrics), "alpha": self.alpha, "confidence": self.confidence,
             "n_boot": self.n_boot, "seed": self.seed, "min_samples": self.min_samples,
+            "assume_stable": self.assume_stable, "min_history": self.min_history, "noise_k": self.noise_k,
+            "history_window": self.history_window,
             "thresholds": {"default": self.thresholds.default, "suites": self.thresholds.suites,
                            "cases": [{"match": p, **r} for p, r in self.thresholds.cases]},
             "test": (f"significant: Mann-Whitney U p < {self.alpha:g} (p99: or tail test) and the "
-                     f"{self.confidence:.0%} bootstrap CI of the ratio excludes 1"),
+                     f"{self.confidence:.0%} bootstrap CI of the ratio excludes 1; " + self.describe_noise_rule()),
         }
 
 
-_CONFIG_KEYS = {"threshold", "metrics", "suites", "cases", "alpha", "confidence", "n_boot", "seed", "min_samples"}
+_CONFIG_KEYS = {"threshold", "metrics", "suites", "cases", "alpha", "confidence", "n_boot", "seed", "min_samples",
+                "assume_stable", "min_history", "noise_k"}
 
 
 def _rule(obj: Any, where: str) -> dict[str, float]:
@@ -231,6 +260,9 @@ def load_config(path: str | Path) -> dict:
         alpha: 0.002             # significance level
         confidence: 0.99         # bootstrap CI
         min_samples: 10
+        assume_stable: false     # true: within-run significance alone decides (quiet dedicated machine)
+        min_history: 5           # earlier runs of a case needed for its run-to-run noise
+        noise_k: 3               # a change must exceed k sigma of that noise
     """
     import yaml
 
@@ -254,7 +286,8 @@ def load_config(path: str | Path) -> dict:
 
 
 def make_settings(config: dict | None = None, *, threshold: str | None = None, metrics: Iterable[str] | None = None,
-                  alpha: float | None = None, min_samples: int | None = None) -> Settings:
+                  alpha: float | None = None, min_samples: int | None = None,
+                  assume_stable: bool | None = None) -> Settings:
     """Settings from built-in defaults < config file < command-line options."""
     config = config or {}
     default = dict(DEFAULT_THRESHOLDS)
@@ -292,6 +325,9 @@ def make_settings(config: dict | None = None, *, threshold: str | None = None, m
         thresholds=Thresholds(default, suites, cases), metrics=ms, alpha=float(a), confidence=float(conf),
         n_boot=int(config.get("n_boot", DEFAULT_N_BOOT)), seed=int(config.get("seed", DEFAULT_SEED)),
         min_samples=int(min_samples if min_samples is not None else config.get("min_samples", DEFAULT_MIN_SAMPLES)),
+        assume_stable=bool(assume_stable or config.get("assume_stable", False)),
+        min_history=max(2, int(config.get("min_history", DEFAULT_MIN_HISTORY))),
+        noise_k=float(config.get("noise_k", DEFAULT_NOISE_K)),
     )
 
 
