@@ -51,7 +51,7 @@ from harness.errors import EXIT_CASES_FAILED, EXIT_INCONCLUSIVE, EXIT_OK, EXIT_U
 __all__ = [
     "METRICS", "DEFAULT_METRICS", "DEFAULT_THRESHOLDS", "NoBaseline", "Thresholds", "Settings",
     "CaseResult", "RunInfo", "Comparison", "parse_fraction", "parse_threshold_spec", "load_config",
-    "make_settings", "compare_records", "RunFinder", "resolve_run", "this_machine_id", "render_text", "render_markdown",
+    "make_settings", "compare_records", "RunHistory", "RunFinder", "resolve_run", "this_machine_id", "render_text", "render_markdown",
     "to_json",
 ]
 
@@ -518,8 +518,107 @@ def _case_verdict(changes: list[Change]) -> str:
     return UNCHANGED
 
 
-def compare_cases(b: dict, n: dict, settings: Settings, suite: str | None = None) -> CaseResult:
-    """Compare one matched pair of cases (same key)."""
+#: metric -> column of the history table (harness.history.load_history) holding its per-run value
+_HISTORY_COLUMNS = {"p50": "p50", "p99": "p99", "throughput": "throughput"}
+
+
+def _recorded(case: dict, metric: str) -> float | None:
+    """The per-run figure of a timing metric as the record (and so the history table) holds it."""
+    if metric == "throughput":
+        return _throughput_value(case)
+    v = (case.get("latency_ns") or {}).get(metric)
+    return float(v) if v is not None else None
+
+
+class RunHistory:
+    """The earlier runs of NEW's machine, per case key: what the run-to-run noise is estimated from.
+
+    ``source`` is a :func:`harness.history.load_history` table, a list of records, a callable
+    returning either (called once, on first need, so no history is read when nothing is
+    beyond threshold), or ``None`` (no history). Kept: runs of NEW's ``environment.machine_id``
+    that started no later than NEW, other than NEW itself, where the case finished (ok or
+    invalid) and is not simulated; per key the newest ``window`` of them.
+    """
+
+    def __init__(self, source, new: dict, window: int = DEFAULT_HISTORY_WINDOW):
+        self._source = source
+        self._new = new
+        self.window = window
+        self._groups: dict | None = None
+        self.error: str | None = None
+        self.runs = 0
+
+    def _load(self) -> dict:
+        if self._groups is not None:
+            return self._groups
+        self._groups = {}
+        src = self._source
+        try:
+            if callable(src):
+                src = src()
+            if src is None:
+                return self._groups
+            if isinstance(src, (list, tuple)):
+                from harness.history import history_frame
+
+                src = history_frame(src)
+        except BenchError as exc:
+            self.error = str(exc)
+            return self._groups
+        df = src
+        if df is None or len(df) == 0:
+            return self._groups
+        import pandas as pd
+
+        mid = (self._new.get("environment") or {}).get("machine_id")
+        df = df[(df["machine_id"] == mid) & df["status"].isin(OK_STATUSES) & (df["simulated"] != True)]  # noqa: E712
+        df = df[df["run_id"] != self._new.get("run_id")]
+        started = self._new.get("started_at")
+        if started:
+            try:
+                df = df[df["started_at"] <= pd.to_datetime(started, utc=True, format="ISO8601")]
+            except (ValueError, TypeError):
+                pass
+        df = df.drop_duplicates(["run_id", "key"], keep="last").sort_values(["started_at", "run_id"], kind="stable")
+        self.runs = int(df["run_id"].nunique())
+        self._groups = {k: g for k, g in df.groupby("key", sort=False)}
+        return self._groups
+
+    def values(self, key: str, metric: str) -> list[float]:
+        g = self._load().get(key)
+        col = _HISTORY_COLUMNS.get(metric)
+        if g is None or col is None:
+            return []
+        v = g[col].astype(float)
+        v = v[v.notna() & (v > 0)]
+        return [float(x) for x in v.tail(self.window)]
+
+
+def _apply_run_noise(res: CaseResult, n: dict, settings: Settings, history: RunHistory | None) -> None:
+    """Downgrade a timing regression / improvement that the run-to-run noise could explain."""
+    for ch in res.changes:
+        if ch.metric not in _HISTORY_COLUMNS or ch.verdict not in (REGRESSION, IMPROVEMENT):
+            continue
+        values = history.values(res.key, ch.metric) if history is not None else []
+        new_value = _recorded(n, ch.metric)
+        if new_value is None:
+            new_value = ch.new
+        nc = check_run_noise(new_value, values, better=ch.better, worse=ch.verdict == REGRESSION,
+                             k=settings.noise_k, min_history=settings.min_history)
+        ch.extra["run_to_run"] = nc.to_dict()
+        if not nc.beyond:
+            ch.extra["within_run_verdict"] = ch.verdict
+            ch.verdict, ch.reason = INCONCLUSIVE, nc.reason
+
+
+def compare_cases(b: dict, n: dict, settings: Settings, suite: str | None = None,
+                  history: RunHistory | None = None) -> CaseResult:
+    """Compare one matched pair of cases (same key).
+
+    Unless ``settings.assume_stable``, a timing regression or improvement must also be beyond
+    the run-to-run noise of the case's earlier runs in ``history`` (see :class:`RunHistory`,
+    :func:`harness.changes.check_run_noise`); otherwise it is inconclusive.
+    """
     key, case_id = n.get("key") or b.get("key"), n.get("case_id") or b.get("case_id")
     res = CaseResult(key, case_id, "matched", UNCHANGED, base_status=b.get("status"), new_status=n.get("status"),
                      noise={"base": _noise(b), "new": _noise(n)})
@@ -548,6 +647,8 @@ def compare_cases(b: dict, n: dict, settings: Settings, suite: str | None = None
             ch = _accuracy_change(spec, b, n, th, settings)
         if ch is not None:
             res.changes.append(ch)
+    if not settings.assume_stable:
+        _apply_run_noise(res, n, settings, history)
     invalid = [(side, c) for side, c in (("BASE", b), ("NEW", n)) if c.get("status") == "invalid"]
     if invalid:
         why = "; ".join(f"invalid in {side}: {', '.join((c.get('validity') or {}).get('reasons') or []) or c.get('reason') or '?'}"
@@ -570,9 +671,17 @@ def compare_cases(b: dict, n: dict, settings: Settings, suite: str | None = None
 
 
 def compare_records(base: dict, new: dict, settings: Settings | None = None, *, base_path=None,
-                    new_path=None) -> Comparison:
-    """Compare every case of ``new`` with the case of ``base`` that has the same key."""
+                    new_path=None, history=None) -> Comparison:
+    """Compare every case of ``new`` with the case of ``base`` that has the same key.
+
+    ``history``: the earlier runs the run-to-run noise is estimated from — a
+    :func:`harness.history.load_history` table, a list of records, or a callable returning
+    one (read only when a change needs it); see :class:`RunHistory`. Without it (and without
+    ``settings.assume_stable``) every timing change that would be a regression or an
+    improvement is inconclusive: the run-to-run noise is unknown.
+    """
     settings = settings or Settings()
+    runs = None if settings.assume_stable else RunHistory(history, new, settings.history_window)
     binfo, ninfo = RunInfo.of(base, base_path), RunInfo.of(new, new_path)
     notes = []
     if binfo.run_id == ninfo.run_id:
@@ -598,7 +707,7 @@ def compare_records(base: dict, new: dict, settings: Settings | None = None, *, 
     results = []
     for k, n in nk.items():
         if k in bk:
-            results.append(compare_cases(bk[k], n, settings, suite))
+            results.append(compare_cases(bk[k], n, settings, suite, runs))
         else:
             results.append(CaseResult(k, n.get("case_id"), "new-only", NO_BASELINE if n.get("status") != "failed" else ERROR,
                                       "not in BASE" if n.get("status") != "failed" else
@@ -608,6 +717,20 @@ def compare_records(base: dict, new: dict, settings: Settings | None = None, *, 
             results.append(CaseResult(k, b.get("case_id"), "base-only", MISSING, "not in NEW", b.get("status"), None))
     order = {v: i for i, v in enumerate(CASE_ORDER)}
     results.sort(key=lambda r: (order.get(r.verdict, 99), r.case_id or ""))
+    if runs is not None:
+        checked = [ch for r in results for ch in r.changes if "run_to_run" in ch.extra]
+        unknown = [ch for ch in checked if ch.extra["run_to_run"]["beyond"] is None]
+        within = [ch for ch in checked if ch.extra["run_to_run"]["beyond"] is False]
+        if runs.error:
+            notes.append(f"no run history for the run-to-run noise: {runs.error}")
+        if unknown:
+            notes.append(f"{len(unknown)} metric(s) beyond threshold and significant within the runs are inconclusive: "
+                         f"fewer than {settings.min_history} earlier runs of the case on this machine, so the "
+                         "run-to-run noise is unknown (it often exceeds the within-run noise; see docs/regression.md). "
+                         "Keep the nightly history, or pass --assume-stable on a pinned, quiet, dedicated machine")
+        if within:
+            notes.append(f"{len(within)} metric(s) beyond threshold and significant within the runs are within the "
+                         "run-to-run noise of the earlier runs: inconclusive")
     return Comparison(binfo, ninfo, settings, results, notes)
 
 
@@ -654,6 +777,15 @@ class RunFinder:
                 raise BenchError(f"results directory {self.dir} does not exist")
             self._index = index_runs([self.dir], engine=self.engine)
         return self._index
+
+    def history(self, machine: str | None = None):
+        """The :func:`harness.history.load_history` table of ``machine``'s runs in the directory
+        (no raw samples): where :func:`compare_records` estimates the run-to-run noise."""
+        from harness.history import load_history
+
+        if not self.dir.is_dir():
+            raise BenchError(f"results directory {self.dir} does not exist")
+        return load_history([self.dir], machine=machine, engine=self.engine)
 
     def find(self, spec: str) -> tuple[dict, Path]:
         from harness.records import RECORD_SUFFIX, read_record
@@ -787,7 +919,7 @@ def render_text(cmp: Comparison, *, console=None, show_unchanged: bool = True) -
     console.print(f"[bold]NEW [/bold] {cmp.new.label()}")
     s = cmp.settings
     console.print(f"thresholds: {s.thresholds.describe()}; significant: p < {s.alpha:g} and "
-                  f"{s.confidence:.0%} CI excludes 1", style="dim")
+                  f"{s.confidence:.0%} CI excludes 1, {s.describe_noise_rule()}", style="dim")
     for note in cmp.notes:
         console.print(f"note: {note}", style="yellow")
     table = Table(show_lines=False, header_style="bold")
@@ -851,7 +983,8 @@ def render_markdown(cmp: Comparison) -> str:
     lines += ["", f"<details><summary>All {len(everything)} rows</summary>", ""] + table(everything) + ["", "</details>", ""]
     lines.append(f"<sub>Cases matched by comparability key. Regression = beyond threshold ({_md(s.thresholds.describe())}) "
                  f"AND significant (Mann-Whitney U p < {s.alpha:g} on raw samples and the {s.confidence:.0%} bootstrap CI "
-                 f"of the ratio excludes 1); fewer than {s.min_samples} samples a side is inconclusive. "
+                 f"of the ratio excludes 1) AND, for timings, {_md(s.describe_noise_rule().removeprefix('and '))}; "
+                 f"fewer than {s.min_samples} samples a side is inconclusive. "
                  "See docs/regression.md.</sub>")
     return "\n".join(lines) + "\n"
 

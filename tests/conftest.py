@@ -23,18 +23,25 @@ def cached(bench_cache, monkeypatch):
     return bench_cache
 
 
+def entry_points_dir(d: Path, dist: str, entries: dict[str, str]) -> Path:
+    """Make ``d`` a directory that, on PYTHONPATH, registers ``entries`` (name -> "module:Class")
+    in the ``bench.backends`` entry-point group, as an installed distribution ``dist`` would."""
+    info = d / f"{dist.replace('-', '_')}-0.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.0\n")
+    (info / "entry_points.txt").write_text(
+        "[bench.backends]\n" + "".join(f"{name} = {ref}\n" for name, ref in entries.items()))
+    return d
+
+
 @pytest.fixture(scope="session")
 def fault_plugin_path(tmp_path_factory):
     """A directory that, on PYTHONPATH, registers the test backends through entry points."""
-    d = tmp_path_factory.mktemp("fault-plugin")
-    info = d / "bench_fault_plugin-0.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: bench-fault-plugin\nVersion: 0.0\n")
-    (info / "entry_points.txt").write_text(
-        "[bench.backends]\nfaulty = tests.fault_backend:FaultBackend\nnohw = tests.fault_backend:UnavailableBackend\n"
-        "broken = tests.no_such_module:Backend\n"
-    )
-    return d
+    return entry_points_dir(tmp_path_factory.mktemp("fault-plugin"), "bench-fault-plugin", {
+        "faulty": "tests.fault_backend:FaultBackend",
+        "nohw": "tests.fault_backend:UnavailableBackend",
+        "broken": "tests.no_such_module:Backend",
+    })
 
 
 def bench_env(extra_path=None, cache=None):

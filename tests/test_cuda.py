@@ -19,6 +19,7 @@ import pytest
 
 from backends import cuda as C
 from backends.base import UnsupportedCase
+from tests.conftest import entry_points_dir
 
 CPU_TORCH = {"installed": True, "version": "2.13.0+cpu", "cuda": None}
 CUDA_TORCH = {"installed": True, "version": "2.5.1+cu124", "cuda": "12.4"}
@@ -85,13 +86,10 @@ def test_backend_here_reports_unavailable_without_importing_torch():
 
 @pytest.fixture(scope="module")
 def backend_eps(tmp_path_factory):
-    d = tmp_path_factory.mktemp("eps")
-    info = d / "bench_hw_backends-0.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: bench-hw-backends\nVersion: 0.0\n")
-    (info / "entry_points.txt").write_text("[bench.backends]\ncuda = backends.cuda:CUDABackend\n"
-                                           "tpu = backends.tpu:TPUBackend\n")
-    return d
+    """cuda and tpu registered through entry points for subprocesses (pyproject.toml does it for an
+    installed bench; a duplicate registration is harmless)."""
+    return entry_points_dir(tmp_path_factory.mktemp("eps"), "bench-hw-backends",
+                            {"cuda": "backends.cuda:CUDABackend", "tpu": "backends.tpu:TPUBackend"})
 
 
 @pytest.mark.skipif(C.CUDABackend().availability().ok, reason="a CUDA GPU is present here")

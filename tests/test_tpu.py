@@ -15,6 +15,7 @@ import pytest
 from backends.base import UnsupportedCase
 from backends.tpu import (TPUBackend, availability_from_probe, connect, default_tpu_address, plan_execution,
                           tpu_probe)
+from tests.conftest import entry_points_dir
 
 needs_tf = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
                               reason="tensorflow is not installed (pip install tensorflow-cpu)")
@@ -75,15 +76,10 @@ def test_backend_here_is_unavailable_without_importing_tensorflow():
 
 @pytest.fixture(scope="module")
 def backend_eps(tmp_path_factory):
-    """Registers cuda and tpu through entry points for subprocesses (as pyproject.toml does once the
-    lead adds them; a duplicate registration is harmless)."""
-    d = tmp_path_factory.mktemp("eps")
-    info = d / "bench_hw_backends-0.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: bench-hw-backends\nVersion: 0.0\n")
-    (info / "entry_points.txt").write_text("[bench.backends]\ncuda = backends.cuda:CUDABackend\n"
-                                           "tpu = backends.tpu:TPUBackend\n")
-    return d
+    """cuda and tpu registered through entry points for subprocesses (pyproject.toml does it for an
+    installed bench; a duplicate registration is harmless)."""
+    return entry_points_dir(tmp_path_factory.mktemp("eps"), "bench-hw-backends",
+                            {"cuda": "backends.cuda:CUDABackend", "tpu": "backends.tpu:TPUBackend"})
 
 
 @pytest.mark.skipif(TPUBackend().availability().ok, reason="a TPU is present here")

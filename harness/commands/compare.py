@@ -37,19 +37,24 @@ def _write(path: str, text: str) -> None:
               help="YAML/JSON file with per-metric, per-suite and per-case thresholds (docs/regression.md).")
 @click.option("--alpha", type=float, default=None, help="Significance level of the tests. [default: 0.002]")
 @click.option("--min-samples", type=int, default=None, help="Fewer samples a side is inconclusive. [default: 10]")
+@click.option("--assume-stable", is_flag=True,
+              help="Skip the run-to-run noise check: within-run significance alone decides. Right only for "
+                   "pinned, quiet, dedicated machines (docs/regression.md).")
 @click.option("--md-out", type=click.Path(dir_okay=False), default=None,
               help="Also append the Markdown summary to this file (e.g. $GITHUB_STEP_SUMMARY).")
 @click.option("--json-out", type=click.Path(dir_okay=False), default=None, help="Also write the JSON to this file.")
 @click.option("--changed-only", is_flag=True, help="Text table: leave out unchanged metrics.")
 @click.pass_context
 def command(ctx, base, new, threshold, metrics, formats, results_dir, machine, suite, config_path, alpha,
-            min_samples, md_out, json_out, changed_only):
+            min_samples, assume_stable, md_out, json_out, changed_only):
     """Compare run NEW against run BASE, case by case (matched by comparability key).
 
     BASE and NEW are run files, run ids (or unique prefixes) in --results, or 'latest' /
     'previous' (also 'latest~N') of a machine (and --suite). A change is a regression only when it is
     beyond the threshold AND significant (Mann-Whitney U p < alpha on the raw samples and
-    the 99% bootstrap CI of the ratio excludes 1).
+    the 99% bootstrap CI of the ratio excludes 1) AND, for timings, beyond 3 sigma of the
+    run-to-run noise of the case's earlier runs on NEW's machine in --results (at least 5;
+    with fewer it is inconclusive). --assume-stable skips that last check.
 
     Exit codes: 0 no regression; 1 regression; 2 bad input or a case failed in NEW;
     3 inconclusive or no baseline.
@@ -60,7 +65,7 @@ def command(ctx, base, new, threshold, metrics, formats, results_dir, machine, s
 
     config = cmpmod.load_config(config_path) if config_path else None
     settings = cmpmod.make_settings(config, threshold=threshold, metrics=metrics, alpha=alpha,
-                                    min_samples=min_samples)
+                                    min_samples=min_samples, assume_stable=assume_stable or None)
     finder = cmpmod.RunFinder(results_dir, machine=machine, suite=suite)
     try:
         new_rec, new_path = finder.find(new)
@@ -81,7 +86,9 @@ def command(ctx, base, new, threshold, metrics, formats, results_dir, machine, s
             _write(json_out, payload + "\n")
         ctx.exit(cmpmod.EXIT_INCONCLUSIVE)
         return
-    result = cmpmod.compare_records(base_rec, new_rec, settings, base_path=base_path, new_path=new_path)
+    new_machine = (new_rec.get("environment") or {}).get("machine_id")
+    result = cmpmod.compare_records(base_rec, new_rec, settings, base_path=base_path, new_path=new_path,
+                                    history=lambda: finder.history(new_machine))
     for fmt in formats:
         if fmt == "text":
             cmpmod.render_text(result, show_unchanged=not changed_only)
