@@ -225,6 +225,19 @@ def _fmt_dims(dims: list | None) -> str:
     return "[" + ",".join("?" if d is None else str(d) for d in dims) + "]"
 
 
+def check_given_shape(label: str, shape: list[int], declared: list | None) -> None:
+    """One :class:`BenchError` line when a user-given shape contradicts the model's declared
+    dims (``declared``: ints are fixed, str/None dynamic; None = no shape declared)."""
+    if declared is None:
+        return
+    if len(declared) != len(shape):
+        raise BenchError(f"{label}: rank {len(shape)} but the model declares {_fmt_dims(declared)} "
+                         f"(rank {len(declared)})")
+    for axis, (d, s) in enumerate(zip(declared, shape)):
+        if isinstance(d, int) and d != s:
+            raise BenchError(f"{label}: dim {axis} is {s} but the model fixes it to {d} ({_fmt_dims(declared)})")
+
+
 def _fix_inputs(graph, init_names: set[str], input_shapes: dict[str, tuple] | None) -> dict[str, list]:
     """Concrete shapes for the graph inputs: given ones, else the symbolic batch dim set to 1.
 
@@ -248,16 +261,10 @@ def _fix_inputs(graph, init_names: set[str], input_shapes: dict[str, tuple] | No
         declared = _dims(inp.type)
         if name in given:
             shape = [int(d) for d in given[name]]
-            if declared is not None:
-                if len(declared) != len(shape):
-                    raise BenchError(f"--input-shape {name}: rank {len(shape)} but the model declares "
-                                     f"{_fmt_dims(declared)} (rank {len(declared)})")
-                for axis, (d, s) in enumerate(zip(declared, shape)):
-                    if isinstance(d, int) and d != s:
-                        raise BenchError(f"--input-shape {name}: dim {axis} is {s} but the model fixes it to {d} "
-                                         f"({_fmt_dims(declared)})")
-                    if isinstance(d, str):
-                        symbols.setdefault(d, s)
+            check_given_shape(f"--input-shape {name}", shape, declared)
+            for d, s in zip(declared or (), shape):
+                if isinstance(d, str):
+                    symbols.setdefault(d, s)
             shapes[name] = shape
         else:
             shapes[name] = declared

@@ -36,6 +36,7 @@ from typing import Callable
 
 import numpy as np
 
+from harness.complexity import check_given_shape
 from harness.errors import BenchError
 
 N_EVAL = 32
@@ -103,14 +104,7 @@ def resolve_inputs(label: str, declared: list[tuple[str, str, list | None]],
     for name, dtype, dims in declared:
         shape = given.get(name)
         if shape is not None:
-            if dims is not None:
-                if len(dims) != len(shape):
-                    raise BenchError(f"{label}: --input-shape {name}={_fmt(shape)} has rank {len(shape)}, the model "
-                                     f"declares {_fmt(dims)} (rank {len(dims)})")
-                for axis, (d, s) in enumerate(zip(dims, shape)):
-                    if isinstance(d, int) and d != s:
-                        raise BenchError(f"{label}: --input-shape {name}={_fmt(shape)}: dim {axis} is {s} but the "
-                                         f"model fixes it to {d} ({_fmt(dims)})")
+            check_given_shape(f"{label}: --input-shape {name}={_fmt(shape)}", list(shape), dims)
             dims_out = list(shape)
             batches.add(shape[0])
         else:
