@@ -77,7 +77,10 @@ class OrtSession(_HostSession):
         if self._binding is not None:
             # Bound once here so the timed call does the least Python work: the harness always
             # feeds full batches of contiguous arrays (the eval pass pads its last batch).
-            self.run = self._run_bound
+            self._bind = self._binding.bind_cpu_input
+            self._run_iob = self._sess.run_with_iobinding
+            self._in_names = [i.name for i in self._sess.get_inputs()]
+            self.run = self._run_bound1 if len(self._in_names) == 1 else self._run_bound
         else:
             # exactly the call a bare loop makes, ``sess.run(None, feed)``; partial is C-level,
             # so the timed call carries no Python frame of bench's
@@ -89,10 +92,16 @@ class OrtSession(_HostSession):
         return self._sess.run(None, inputs)
 
     def _run_bound(self, inputs):
-        bind = self._binding.bind_cpu_input
+        bind = self._bind
         for name, arr in inputs.items():
             bind(name, arr)
-        self._sess.run_with_iobinding(self._binding)
+        self._run_iob(self._binding)
+        return self._out_bufs
+
+    def _run_bound1(self, inputs):  # one input: no loop in the timed call
+        name = self._in_names[0]
+        self._bind(name, inputs[name])
+        self._run_iob(self._binding)
         return self._out_bufs
 
     def close(self):
