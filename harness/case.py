@@ -56,6 +56,7 @@ def run_case(payload: dict) -> dict:
     from backends.base import Session, UnsupportedCase
     from harness import accuracy as acc
     from harness.artifacts import Artifact
+    from harness.energy import measure_energy
     from harness.measure import MeasureSettings, measure, verdict, warm_up
     from harness.plugins import get_backend, load_object
     from harness.stats import summarize
@@ -98,8 +99,6 @@ def run_case(payload: dict) -> dict:
     step()  # first call reported apart (lazy init, compile, autotune)
     first_call_ns = time.perf_counter_ns() - t_first
     wu = warm_up(step, settings)
-    from harness.energy import measure_energy
-
     meter = session.energy_meter()
     attempts = []  # measurements discarded as unstable, kept in the record
     while True:

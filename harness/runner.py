@@ -8,7 +8,6 @@ that case alone. Finished cases go to a journal at once; the record is written a
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -65,7 +64,7 @@ def resolve_backend(name: str, runtime: str | None):
     return backend, runtime
 
 
-def build_settings(suite_measurement: dict, overrides: dict, threads: int, case_timeout_s: float):
+def build_settings(suite_measurement: dict, overrides: dict):
     from harness.measure import MeasureSettings
 
     values = {**suite_measurement, **{k: v for k, v in overrides.items() if v is not None}}
@@ -93,7 +92,7 @@ def run(opts: RunOptions, *, on_event: Callable[[str, dict], None] | None = None
         backend.check_options(opts.backend_options)
     threads = opts.threads or default_threads()
     timeout = opts.case_timeout_s or suite.case_timeout_s or DEFAULT_CASE_TIMEOUT_S
-    settings = build_settings(suite.measurement, opts.measurement, threads, timeout)
+    settings = build_settings(suite.measurement, opts.measurement)
     # the user's own models: validated and built up front, so a bad file is one line and exit 2
     user = byo.resolve(opts.user_models, opts.input_shapes, rebuild=opts.rebuild, emit=emit) \
         if opts.user_models else []
@@ -118,7 +117,7 @@ def run(opts: RunOptions, *, on_event: Callable[[str, dict], None] | None = None
         "bench": fp.get("bench") or {"version": _version(), "git_sha": None},
         "command": ["bench", *opts.argv],
         "suite": {"name": suite.name, "path": str(suite.path) if suite.path else None, "sha256": suite.sha256},
-        "settings": {**_settings_record(settings), "threads": threads, "case_timeout_s": float(timeout)},
+        "settings": {**asdict(settings), "threads": threads, "case_timeout_s": float(timeout)},
         "tags": dict(opts.tags),
         "environment": fp,
         "timer": timer_overhead(),
@@ -175,13 +174,6 @@ def _version() -> str:
     from harness import __version__
 
     return __version__
-
-
-def _settings_record(s) -> dict:
-    d = asdict(s)
-    keep = ("min_time_s", "max_time_s", "min_iterations", "max_iterations", "target_ci", "confidence",
-            "warmup_min_iterations", "warmup_min_time_s", "warmup_max_time_s", "warmup_window", "warmup_tolerance")
-    return {k: d[k] for k in keep if k in d}
 
 
 def _artifact(model: str, variant: str, rebuild: bool, emit):
@@ -297,7 +289,3 @@ def exit_code(record: dict) -> int:
     """0 when every case is ok (or unsupported: a stated limit, not a failure); 1 otherwise."""
     bad = [c for c in record["cases"] if c["status"] in ("failed", "invalid")]
     return 1 if bad else 0
-
-
-def _stderr_isatty() -> bool:  # pragma: no cover - UI detail
-    return sys.stderr.isatty()

@@ -98,8 +98,9 @@ def test_iter_record_paths_and_load_results(tmp_path):
     assert list(records.iter_record_paths([tmp_path, a])) == [a, b]  # dir + duplicate file: no repeats
     with pytest.raises(BenchError, match="no files match"):
         list(records.iter_record_paths([str(tmp_path / "*.nope")]))
+    (tmp_path / "empty").mkdir()
     with pytest.raises(BenchError, match="no run records"):
-        records.read_records([tmp_path / "empty"] if (tmp_path / "empty").mkdir() is None else [])
+        records.read_records([tmp_path / "empty"])
     df = records.load_results(tmp_path)
     assert len(df) == 6
     assert {"run_id", "model", "variant", "status", "latency_ns.p50", "accuracy.value", "env.machine_id",

@@ -106,14 +106,18 @@ def _positive(value: Any, where: str, *, allow_zero: bool = False) -> float:
     return v
 
 
+def _check_keys(mapping: dict, allowed, where: str) -> None:
+    unknown = set(mapping) - set(allowed)
+    if unknown:
+        raise BenchError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))} "
+                         f"(expected: {', '.join(sorted(allowed))})")
+
+
 def parse_prices(data: Any, source: str = "prices") -> Prices:
     """Validate a loaded prices document; one clear :class:`BenchError` naming the spot."""
     if not isinstance(data, dict):
         raise BenchError(f"{source}: expected a mapping with a 'machines' list at the top")
-    unknown = set(data) - TOP_KEYS
-    if unknown:
-        raise BenchError(f"{source}: unknown key(s) {', '.join(sorted(map(str, unknown)))} "
-                         f"(expected: {', '.join(sorted(TOP_KEYS))})")
+    _check_keys(data, TOP_KEYS, source)
     machines = data.get("machines")
     if not isinstance(machines, list) or not machines:
         raise BenchError(f"{source}: 'machines' must be a non-empty list of price entries")
@@ -125,10 +129,7 @@ def parse_prices(data: Any, source: str = "prices") -> Prices:
         where = f"{source}: machines[{i}]"
         if not isinstance(item, dict):
             raise BenchError(f"{where}: expected a mapping, got {type(item).__name__}")
-        unknown = set(item) - ENTRY_KEYS
-        if unknown:
-            raise BenchError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))} "
-                             f"(expected: {', '.join(sorted(ENTRY_KEYS))})")
+        _check_keys(item, ENTRY_KEYS, where)
         match = item.get("match")
         if not isinstance(match, dict) or not match:
             raise BenchError(f"{where}: needs 'match' with at least one of {', '.join(MATCH_KEYS)}")
