@@ -15,6 +15,12 @@ Life of a case, inside its worker process::
     outputs = session.run(inputs)      # host numpy outputs, really computed
     session.synchronize()              # device work finished (no-op on CPU)
     session.close()
+
+Concurrency (the load generator's server / multi-stream / offline scenarios): a session that
+sets ``max_concurrency = N > 1`` declares ``run`` thread-safe: the harness may call it from up
+to N threads at once on the same prepared model (each call with its own inputs, each returning
+its own outputs). The default, 1, means a plain synchronous ``run``: the harness then keeps one
+query in flight and records ``concurrency: 1`` with the reason.
 """
 from __future__ import annotations
 
@@ -57,6 +63,8 @@ class Session:
 
     #: what the runtime was set to do, recorded verbatim in the case (threads, providers, ...)
     info: dict[str, Any]
+    #: how many ``run`` calls may be in flight at once from different threads (1: not thread-safe)
+    max_concurrency: int = 1
 
     def __init__(self) -> None:
         self.info = {}

@@ -67,11 +67,15 @@ class OrtSession(_HostSession):
             except KeyError:
                 self._binding = None
         self._batch = batch
+        # InferenceSession.run is thread-safe (onnxruntime's documented contract); with IO binding
+        # the output buffers are shared, so one call at a time
+        self.max_concurrency = 1 if self._binding is not None else 64
         self.info = {
             "runtime": "onnxruntime", "providers": self._sess.get_providers(),
             "intra_op_num_threads": threads, "inter_op_num_threads": 1, "execution_mode": "sequential",
             "graph_optimization_level": "all", "io_binding": self._binding is not None,
             "allow_spinning": int(options.get("spinning", 1)),
+            "max_concurrency": self.max_concurrency,
         }
 
         if self._binding is not None:

@@ -1,0 +1,298 @@
+"""The load generator: bench's own clock and query schedule, independent of any backend.
+
+Place in the data path: case driver -> **load generator** (schedule, issue, per-query times)
+-> a system under test (``SUT``: anything with ``issue``) -> completion callback -> per-query
+arrays -> scenario statistics (:mod:`harness.scenarios`).
+
+The generator knows nothing of hardware. A SUT is any object with::
+
+    issue(qid: int, samples: range | list[int], done: Callable[[int, int, int], None]) -> None
+
+which must eventually call ``done(qid, t_start_ns, t_done_ns)`` exactly once per query, from
+any thread (``t_start_ns``: when work on the query began; both read from the same clock as
+the generator, ``time.perf_counter_ns`` by default). ``issue`` may run the query inline and
+call ``done`` before returning (a synchronous system), or hand it to worker threads.
+
+Three drivers, MLPerf's arrival patterns:
+
+* :func:`run_open_loop` (server): queries are issued at pre-computed times (Poisson
+  arrivals, :func:`poisson_schedule`) whatever the system is doing. A query issued late
+  (the generator was busy, or the system blocked ``issue``) keeps its *scheduled* time as
+  its arrival, so latency = completion - scheduled: a stalled system gets long latencies,
+  never fewer queries (no coordinated omission).
+* :func:`run_closed_loop` (single-stream, multi-stream): the next query is issued when the
+  previous one completed; latency = completion - issue.
+* :func:`run_burst` (offline): one query holding every sample, issued at once.
+
+Every driver returns a :class:`QueryLog` with per-query scheduled / issued / started /
+completed times (int64 ns, relative to the run start) and the sample count per query; the
+generator's own scheduling error (issued - scheduled) makes its overhead visible.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import sys
+import threading
+import time
+from array import array
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+
+__all__ = [
+    "SUT",
+    "QueryLog",
+    "poisson_schedule",
+    "run_open_loop",
+    "run_closed_loop",
+    "run_burst",
+    "NullSUT",
+    "encode_times",
+    "decode_times",
+]
+
+Clock = Callable[[], int]
+Done = Callable[[int, int, int], None]
+_NS = 1_000_000_000
+
+
+class SUT(Protocol):  # pragma: no cover - a protocol
+    def issue(self, qid: int, samples: Sequence[int], done: Done) -> None: ...
+
+
+class NullSUT:
+    """Completes every query inline, at once: measures the generator's own cost."""
+
+    threaded = False
+
+    def __init__(self, clock: Clock = time.perf_counter_ns):
+        self._clock = clock
+
+    def issue(self, qid, samples, done):
+        t = self._clock()
+        done(qid, t, t)
+
+
+@dataclass
+class QueryLog:
+    """Per-query times of one run (int64 ns relative to ``t0_ns``; -1 = never completed)."""
+
+    scheduled: np.ndarray
+    issued: np.ndarray
+    started: np.ndarray
+    completed: np.ndarray
+    samples: np.ndarray  # samples per query
+    t0_ns: int
+    mode: str  # "open" | "closed" | "burst"
+    target_qps: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return int(len(self.issued))
+
+    def latency_ns(self) -> np.ndarray:
+        """Open loop: completion - scheduled arrival; closed loop / burst: completion - issue."""
+        ref = self.scheduled if self.mode == "open" else self.issued
+        return self.completed - ref
+
+    def schedule_error_ns(self) -> np.ndarray:
+        """How late each query was handed to the system (issued - scheduled), >= 0."""
+        return self.issued - self.scheduled
+
+    def duration_ns(self) -> int:
+        """First scheduled arrival (or issue) to last completion."""
+        if self.n == 0:
+            return 0
+        start = min(int(self.scheduled[0]), int(self.issued[0]))
+        return int(self.completed.max()) - start
+
+    def complete(self) -> bool:
+        return bool(self.n and (self.completed >= 0).all())
+
+    def to_record(self) -> dict:
+        """Compact, JSON-safe form: delta-encoded integer lists (see :func:`encode_times`)."""
+        return {"mode": self.mode, "n": self.n, "target_qps": self.target_qps,
+                "scheduled": encode_times(self.scheduled), "issued": encode_times(self.issued - self.scheduled),
+                "started": encode_times(self.started - self.issued),
+                "completed": encode_times(self.completed - self.issued),
+                "samples": self.samples.astype(int).tolist() if len(set(self.samples.tolist())) > 1
+                else [int(self.samples[0])] if self.n else [],
+                "encoding": "scheduled: delta from previous (first from run start); issued: minus scheduled; "
+                            "started, completed: minus issued; all int ns, each list delta-encoded"}
+
+
+def encode_times(a: np.ndarray) -> list[int]:
+    """Delta-encode an int64 array: ``[a0, a1 - a0, a2 - a1, ...]`` (small numbers in JSON)."""
+    a = np.asarray(a, dtype=np.int64)
+    if a.size == 0:
+        return []
+    return np.diff(a, prepend=np.int64(0)).tolist()
+
+
+def decode_times(d: Sequence[int]) -> np.ndarray:
+    """Inverse of :func:`encode_times`."""
+    return np.cumsum(np.asarray(d, dtype=np.int64))
+
+
+def poisson_schedule(qps: float, n: int, rng: np.random.Generator | int | None = 0,
+                     start_ns: int = 0) -> np.ndarray:
+    """Arrival times (int64 ns) of ``n`` queries of a Poisson process of rate ``qps``.
+
+    Gaps G_i ~ Exponential(mean 1 / qps) i.i.d.; arrival_i = start_ns + sum_{j<=i} G_j, so the
+    count of arrivals in any window of length T is Poisson(qps T) (MLPerf Server's arrival
+    process). Times are rounded to whole nanoseconds.
+    """
+    if not qps > 0 or not math.isfinite(qps):
+        raise ValueError(f"target QPS must be > 0, got {qps!r}")
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    gaps = rng.exponential(_NS / qps, size=int(n))
+    return (start_ns + np.round(np.cumsum(gaps))).astype(np.int64)
+
+
+class _Recorder:
+    """Completion bookkeeping shared by the drivers; ``done`` is safe from any thread."""
+
+    def __init__(self, n: int):
+        self.started = array("q", bytes(8 * n))
+        self.completed = array("q", [-1]) * n
+        self._count = itertools.count(1)
+        self._n = n
+        self.all_done = threading.Event()
+        self.last_done = threading.Event()  # closed loop: set by each completion
+        if n == 0:
+            self.all_done.set()
+
+    def grow(self, n: int) -> None:
+        """Room for ``n`` more queries (closed loop only: nothing is in flight while it grows)."""
+        self.started.extend(array("q", bytes(8 * n)))
+        self.completed.extend(array("q", [-1]) * n)
+        self._n += n
+
+    def done(self, qid: int, t_start: int, t_done: int) -> None:
+        self.started[qid] = t_start
+        self.completed[qid] = t_done
+        if next(self._count) >= self._n:  # itertools.count.__next__ is atomic under the GIL
+            self.all_done.set()
+        self.last_done.set()
+
+
+def _log(mode, sched, issued, rec: _Recorder, samples, t0, target_qps=None, **extra) -> QueryLog:
+    s = np.asarray(sched, dtype=np.int64) - t0
+    i = np.frombuffer(issued, dtype=np.int64).copy() - t0 if len(issued) else np.zeros(0, np.int64)
+    n = len(i)
+    st = np.frombuffer(rec.started, dtype=np.int64)[:n].copy() - t0 if n else np.zeros(0, np.int64)
+    c = np.frombuffer(rec.completed, dtype=np.int64)[:n].copy()
+    c = np.where(c >= 0, c - t0, -1)
+    return QueryLog(scheduled=s[:n], issued=i, started=st, completed=c,
+                    samples=np.asarray(samples, dtype=np.int64)[:n], t0_ns=int(t0), mode=mode,
+                    target_qps=target_qps, extra=extra)
+
+
+def run_open_loop(sut, arrivals_ns: np.ndarray, sample_of: Callable[[int], Sequence[int]], *,
+                  clock: Clock = time.perf_counter_ns, lead_ns: int = 1_000_000,
+                  spin_ns: int = 200_000, yield_gil: bool | None = None, drain_timeout_s: float = 60.0,
+                  sleep: Callable[[float], None] = time.sleep) -> QueryLog:
+    """Issue query ``i`` at ``t0 + lead_ns + arrivals_ns[i]``, never waiting for completions.
+
+    Waiting for an arrival: sleep until ``spin_ns`` before it, then spin on the clock (with
+    ``yield_gil`` the spin calls ``time.sleep(0)``, releasing the GIL so worker threads in
+    this process are not held up; default: when the SUT says it is ``threaded``). A query
+    whose time has passed is issued at once and keeps its scheduled time. After the last
+    issue, waits up to ``drain_timeout_s`` for completions (never-completed queries keep
+    completed = -1 and the caller marks the run invalid). ``clock`` and ``sleep`` are injectable
+    (tests drive the generator in virtual time).
+    """
+    arrivals = np.asarray(arrivals_ns, dtype=np.int64)
+    n = len(arrivals)
+    if yield_gil is None:
+        yield_gil = bool(getattr(sut, "threaded", False))
+    rec = _Recorder(n)
+    done = rec.done
+    issue = sut.issue
+    issued = array("q", bytes(8 * n))
+    samples = array("q", bytes(8 * n))
+    old_switch = sys.getswitchinterval()
+    if yield_gil:
+        sys.setswitchinterval(1e-4)  # a worker's Python part never waits 5 ms for the GIL
+    try:
+        t0 = clock()
+        sched = (arrivals + (t0 + lead_ns)).tolist()
+        for i in range(n):
+            t = sched[i]
+            now = clock()
+            if now < t:
+                if t - now > spin_ns:
+                    sleep((t - now - spin_ns) / _NS)
+                if yield_gil:
+                    while (now := clock()) < t:
+                        sleep(0)
+                else:
+                    while (now := clock()) < t:
+                        pass
+            s = sample_of(i)
+            samples[i] = len(s)
+            issued[i] = now
+            issue(i, s, done)
+        rec.all_done.wait(drain_timeout_s)
+    finally:
+        sys.setswitchinterval(old_switch)
+    return _log("open", sched, issued, rec, samples, t0, target_qps=None)
+
+
+def run_closed_loop(sut, sample_of: Callable[[int], Sequence[int]], *, min_queries: int, min_duration_s: float,
+                    max_duration_s: float, max_queries: int = 10_000_000, clock: Clock = time.perf_counter_ns,
+                    query_timeout_s: float = 60.0) -> QueryLog:
+    """Issue a query, wait for its completion, issue the next (single-stream / multi-stream).
+
+    Stops at the first completion where n >= ``min_queries`` and elapsed >= ``min_duration_s``,
+    or elapsed >= ``max_duration_s``, or n = ``max_queries``. Scheduled = issued (no schedule).
+    """
+    cap = int(max_queries)
+    room = min(cap, 1024)
+    rec = _Recorder(room)
+    done = rec.done
+    ev = rec.last_done
+    issue = sut.issue
+    issued = array("q")
+    samples = array("q")
+    min_ns, max_ns = int(min_duration_s * _NS), int(max_duration_s * _NS)
+    t0 = clock()
+    i = 0
+    while i < cap:
+        if i == room:
+            extra = min(room, cap - room)
+            rec.grow(extra)
+            room += extra
+        s = sample_of(i)
+        samples.append(len(s))
+        ev.clear()
+        t = clock()
+        issued.append(t)
+        issue(i, s, done)
+        if rec.completed[i] < 0 and not ev.wait(query_timeout_s):
+            i += 1
+            break
+        while rec.completed[i] < 0:  # event set by an earlier straggler: wait for ours
+            ev.clear()
+            if rec.completed[i] >= 0 or not ev.wait(query_timeout_s):
+                break
+        i += 1
+        el = rec.completed[i - 1] - t0
+        if (i >= min_queries and el >= min_ns) or el >= max_ns:
+            break
+    return _log("closed", issued, issued, rec, samples, t0)
+
+
+def run_burst(sut, samples: Sequence[int], *, clock: Clock = time.perf_counter_ns, timeout_s: float = 600.0) -> QueryLog:
+    """Offline: one query holding every sample of ``samples``, issued at once."""
+    rec = _Recorder(1)
+    t0 = clock()
+    issued = array("q", [clock()])
+    sut.issue(0, samples, rec.done)
+    rec.all_done.wait(timeout_s)
+    return _log("burst", issued, issued, rec, [len(samples)], t0)

@@ -1,0 +1,310 @@
+"""MLPerf's scenarios on bench's load generator: run, summarise, judge, search, check integrity.
+
+Place in the data path: case driver (:mod:`harness.case`) -> **scenarios** (which queries,
+how many, how long; peak-QPS search; validity; integrity) -> load generator
+(:mod:`harness.loadgen`) -> SUT. Pure logic over a SUT and per-query times: no backend import.
+
+Definitions (MLPerf Inference rules, adapted to bench's short windows; see
+docs/architecture.md):
+
+* ``single-stream``: one sample per query, next query at completion; headline p90 latency.
+* ``multi-stream``: ``samples_per_query`` samples (default 8) per query, next query at
+  completion; a query's latency is its slowest sample's; headline p99 query latency.
+* ``server``: Poisson arrivals at a target QPS, latency from the scheduled arrival; valid
+  only when the early-stopping p99 is within the latency bound. Without a target the peak
+  search (:func:`search_peak`) finds the highest QPS that stays valid; headline ``max_qps``
+  (``qps`` with a target).
+* ``offline``: every sample of the window in one query, issued at once; headline
+  ``samples_per_s`` = samples / (last completion - issue).
+
+Validity (:func:`judge`), each failed rule one reason token: ``too_few_queries``,
+``too_short``, ``incomplete``, ``early_stopping`` (too few queries for the headline
+percentile's conservative estimate at 99 % confidence), ``latency_bound`` (server),
+``integrity_accuracy`` / ``integrity_caching`` (the integrity checks).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from harness import loadgen as lg
+from harness.stats import early_stopping_min_queries, early_stopping_percentile, summarize
+
+__all__ = ["SCENARIOS", "HEADLINE_Q", "ScenarioSettings", "summarize_log", "judge", "run_single_stream",
+           "run_multi_stream", "run_server", "run_offline", "search_peak", "caching_check",
+           "DEFAULT_LATENCY_BOUND_MS"]
+
+SCENARIOS = ("single-stream", "multi-stream", "server", "offline")
+HEADLINE_Q = {"single-stream": 0.90, "multi-stream": 0.99, "server": 0.99, "offline": None}
+#: MLPerf-like default server bound when neither the suite nor --latency-bound gives one
+#: (MLPerf's ResNet-50 server bound is 15 ms)
+DEFAULT_LATENCY_BOUND_MS = 15.0
+#: minimum queries per scenario (MLPerf's official counts are far larger: 270,336 for server
+#: and multi-stream; these keep a bench window to seconds while leaving early stopping room:
+#: p99 at 99 % needs >= 459 queries with none above the estimate)
+DEFAULT_MIN_QUERIES = {"single-stream": 100, "multi-stream": 600, "server": 600, "offline": 1}
+DEFAULT_OFFLINE_MIN_SAMPLES = 1024
+
+
+@dataclass
+class ScenarioSettings:
+    """How a scenario run is sized and judged (all durations in seconds)."""
+
+    scenario: str = "server"
+    min_duration_s: float = 1.0
+    max_duration_s: float = 10.0
+    min_queries: int | None = None  # None: DEFAULT_MIN_QUERIES[scenario]
+    target_qps: float | None = None  # server: None = search the peak
+    latency_bound_ms: float | None = None  # server: None = DEFAULT_LATENCY_BOUND_MS
+    samples_per_query: int = 8  # multi-stream
+    offline_min_samples: int = DEFAULT_OFFLINE_MIN_SAMPLES
+    confidence: float = 0.99  # early stopping
+    search_tolerance: float = 0.05  # peak search stops when (fail - pass) / pass <= this
+    search_max_steps: int = 14
+    seed: int = 0
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` with one line naming the first bad field."""
+        if self.scenario not in SCENARIOS:
+            raise ValueError(f"unknown scenario {self.scenario!r} (choose from: {', '.join(SCENARIOS)})")
+        if self.target_qps is not None and not (self.target_qps > 0 and math.isfinite(self.target_qps)):
+            raise ValueError(f"target QPS must be > 0, got {self.target_qps!r}")
+        if self.latency_bound_ms is not None and not (self.latency_bound_ms > 0 and math.isfinite(self.latency_bound_ms)):
+            raise ValueError(f"latency bound must be > 0 ms, got {self.latency_bound_ms!r}")
+        if isinstance(self.samples_per_query, bool) or int(self.samples_per_query) != self.samples_per_query \
+                or self.samples_per_query < 1:
+            raise ValueError(f"multi-stream samples per query must be an integer >= 1, got {self.samples_per_query!r}")
+        if self.min_queries is not None and self.min_queries < 1:
+            raise ValueError(f"min queries must be >= 1, got {self.min_queries!r}")
+        if not self.max_duration_s > 0 or self.max_duration_s < self.min_duration_s:
+            raise ValueError(f"max duration {self.max_duration_s} must be > 0 and >= min duration {self.min_duration_s}")
+
+    @property
+    def bound_ns(self) -> int:
+        return int(round((self.latency_bound_ms or DEFAULT_LATENCY_BOUND_MS) * 1e6))
+
+    @property
+    def need_queries(self) -> int:
+        return int(self.min_queries or DEFAULT_MIN_QUERIES[self.scenario])
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["latency_bound_ms"] = self.latency_bound_ms or (DEFAULT_LATENCY_BOUND_MS if self.scenario == "server" else None)
+        d["min_queries"] = self.need_queries
+        return d
+
+
+def summarize_log(log: lg.QueryLog, settings: ScenarioSettings) -> dict:
+    """Statistics of one run: latency summary, early-stopping estimate, rates, scheduling error."""
+    ok = log.completed >= 0
+    lat = log.latency_ns()[ok]
+    out: dict = {"queries": log.n, "completed": int(ok.sum()), "duration_s": log.duration_ns() / 1e9,
+                 "samples": int(log.samples[ok].sum()) if log.n else 0}
+    out["latency_ns"] = summarize(lat) if lat.size else None
+    q = HEADLINE_Q[settings.scenario]
+    out["early_stopping"] = early_stopping_percentile(lat, q, settings.confidence) if (q and lat.size) else None
+    dur = out["duration_s"]
+    out["samples_per_s"] = out["samples"] / dur if dur > 0 else None
+    out["queries_per_s"] = out["completed"] / dur if dur > 0 else None
+    if log.mode == "open" and log.n > 1:
+        span = (log.scheduled[-1] - log.scheduled[0]) / 1e9
+        out["target_qps"] = log.target_qps
+        out["scheduled_qps"] = (log.n - 1) / span if span > 0 else None
+        err = log.schedule_error_ns()
+        out["schedule_error_ns"] = {"p50": float(np.median(err)), "p99": float(np.percentile(err, 99)),
+                                    "max": int(err.max()), "mean": float(err.mean())}
+        if settings.scenario == "server":
+            out["over_bound"] = int((lat > settings.bound_ns).sum())
+    return out
+
+
+def judge(summary: dict, settings: ScenarioSettings) -> dict:
+    """MLPerf-style validity of one run: ``{"valid", "reasons", "warnings"}`` (tokens as in the module doc)."""
+    reasons, warnings = [], []
+    sc = settings.scenario
+    need = settings.need_queries
+    if summary["completed"] < summary["queries"]:
+        reasons.append(f"incomplete: {summary['queries'] - summary['completed']} of {summary['queries']} "
+                       "queries never completed")
+    if sc == "offline":
+        if summary["samples"] < settings.offline_min_samples:
+            reasons.append(f"too_few_queries: {summary['samples']} samples < {settings.offline_min_samples}")
+    elif summary["queries"] < need:
+        reasons.append(f"too_few_queries: {summary['queries']} < {need}")
+    if summary["duration_s"] < settings.min_duration_s:
+        reasons.append(f"too_short: {summary['duration_s']:.3f} s < {settings.min_duration_s} s")
+    es = summary.get("early_stopping")
+    q = HEADLINE_Q[sc]
+    if q is not None and es is not None:
+        if not es["valid"]:
+            reasons.append(f"early_stopping: {es['n']} queries < {es['min_queries']} needed for a p{100 * q:g} "
+                           f"estimate at {100 * settings.confidence:g} % confidence")
+        if sc == "server":
+            bound = settings.bound_ns
+            t = summary.get("over_bound", 0)
+            need_es = early_stopping_min_queries(t, q, settings.confidence)
+            if es["valid"] and es["estimate"] > bound:
+                reasons.append(f"latency_bound: early-stopping p99 {es['estimate'] / 1e6:.3f} ms > bound "
+                               f"{bound / 1e6:g} ms ({t} of {es['n']} queries over; {need_es} queries would be "
+                               "needed to pass with that many over)")
+    se = summary.get("schedule_error_ns")
+    if se and se["p50"] > 100_000:
+        warnings.append(f"generator_late: median scheduling error {se['p50'] / 1e3:.0f} µs")
+    return {"valid": not reasons, "reasons": reasons, "warnings": warnings}
+
+
+def _cycle(n_samples: int, per_query: int, rng: np.random.Generator | None = None) -> Callable[[int], Sequence[int]]:
+    """Query i -> its sample indices: consecutive ranges through the sample library (wrapping)."""
+    def sample_of(i: int) -> Sequence[int]:
+        s = (i * per_query) % n_samples
+        if s + per_query <= n_samples:
+            return range(s, s + per_query)
+        return [(s + j) % n_samples for j in range(per_query)]
+    return sample_of
+
+
+def run_closed(sut, settings: ScenarioSettings, n_samples: int, per_query: int, *,
+               sample_of: Callable[[int], Sequence[int]] | None = None, clock=time.perf_counter_ns) -> dict:
+    log = lg.run_closed_loop(sut, sample_of or _cycle(n_samples, per_query), min_queries=settings.need_queries,
+                             min_duration_s=settings.min_duration_s, max_duration_s=settings.max_duration_s,
+                             clock=clock)
+    summary = summarize_log(log, settings)
+    return {"log": log, "summary": summary, "validity": judge(summary, settings)}
+
+
+def run_single_stream(sut, settings: ScenarioSettings, n_samples: int, **kw) -> dict:
+    return run_closed(sut, settings, n_samples, 1, **kw)
+
+
+def run_multi_stream(sut, settings: ScenarioSettings, n_samples: int, **kw) -> dict:
+    return run_closed(sut, settings, n_samples, int(settings.samples_per_query), **kw)
+
+
+def run_server(sut, qps: float, settings: ScenarioSettings, n_samples: int, *, seed: int | None = None,
+               clock=time.perf_counter_ns, sleep=time.sleep) -> dict:
+    """One open-loop run at ``qps``: n = max(min queries, qps x min duration), capped at qps x max duration."""
+    n = max(settings.need_queries, math.ceil(qps * settings.min_duration_s))
+    n = max(1, min(n, math.ceil(qps * settings.max_duration_s)))
+    arrivals = lg.poisson_schedule(qps, n, settings.seed if seed is None else seed)
+    log = lg.run_open_loop(sut, arrivals, _cycle(n_samples, 1), clock=clock, sleep=sleep)
+    log.target_qps = float(qps)
+    summary = summarize_log(log, settings)
+    return {"log": log, "summary": summary, "validity": judge(summary, settings)}
+
+
+def run_offline(sut, settings: ScenarioSettings, n_samples: int, *, expected_sps: float | None = None,
+                clock=time.perf_counter_ns) -> dict:
+    """One query of max(offline_min_samples, expected samples/s x min duration) samples, issued at once."""
+    total = settings.offline_min_samples
+    if expected_sps:
+        total = max(total, math.ceil(expected_sps * settings.min_duration_s * 1.1))
+    log = lg.run_burst(sut, _cycle(n_samples, total)(0) if total <= n_samples
+                       else [j % n_samples for j in range(total)], clock=clock)
+    summary = summarize_log(log, settings)
+    return {"log": log, "summary": summary, "validity": judge(summary, settings)}
+
+
+def search_peak(run_at: Callable[[float], dict], start_qps: float, *, tolerance: float = 0.05,
+                max_steps: int = 14) -> tuple[dict | None, list[dict]]:
+    """Highest QPS at which ``run_at(qps)`` is valid: a ramp, then a bisection.
+
+    ``run_at(qps)`` returns a dict with at least ``{"valid": bool}``. Ramp: from ``start_qps``
+    double while valid (halve while invalid, until one passes); this brackets the peak as
+    [last valid, first invalid]. Bisection: try the midpoint until (invalid - valid) / valid
+    <= ``tolerance`` or ``max_steps`` runs in all. Every step is kept (``steps``, in order, each
+    with its ``qps`` and ``phase``). Returns ``(best valid step or None, steps)``. Assumes
+    validity is (statistically) monotone in the load.
+    """
+    if not start_qps > 0:
+        raise ValueError(f"start QPS must be > 0, got {start_qps!r}")
+    steps: list[dict] = []
+    lo, hi, best = None, None, None
+
+    def step(q: float, phase: str) -> bool:
+        nonlocal best
+        r = dict(run_at(q))
+        r["qps"] = q
+        r["phase"] = phase
+        steps.append(r)
+        if r["valid"] and (best is None or q > best["qps"]):
+            best = r
+        return bool(r["valid"])
+
+    q = float(start_qps)
+    if step(q, "ramp"):
+        lo = q
+        while len(steps) < max_steps:
+            q *= 2
+            if step(q, "ramp"):
+                lo = q
+            else:
+                hi = q
+                break
+    else:
+        hi = q
+        while len(steps) < max_steps:
+            q /= 2
+            if step(q, "ramp"):
+                lo = q
+                break
+            hi = q
+    while lo is not None and hi is not None and (hi - lo) / lo > tolerance and len(steps) < max_steps:
+        mid = (lo + hi) / 2
+        if step(mid, "bisect"):
+            lo = mid
+        else:
+            hi = mid
+    return best, steps
+
+
+def caching_check(sut, settings: ScenarioSettings, n_samples: int, *, queries: int = 200, blocks: int = 8,
+                  threshold: float = 0.25, clock=time.perf_counter_ns) -> dict:
+    """Same-sample vs distinct-sample latency (after MLPerf's TEST04): a system that caches
+    results answers a repeated sample much faster than fresh ones.
+
+    Runs ``blocks`` interleaved pairs of closed-loop windows of ``queries / blocks`` queries each
+    (one sample per query): one pair member always sends sample 0, the other walks through
+    distinct samples. Per block b, r_b = median(same_b) / median(distinct_b); ``ratio`` is the
+    median of the r_b (a paired design: a load spike on the machine spoils one block, not the
+    verdict). The check fails when ratio < 1 - ``threshold`` (same-sample more than 25 %
+    faster by default). Needs >= 2 distinct samples (else ``passed`` is None).
+    """
+    if n_samples < 2:
+        return {"passed": None, "reason": "one sample only: nothing to compare"}
+    per = max(1, queries // blocks)
+    same, distinct = [], []
+    offset = 1
+    for _ in range(blocks):
+        for kind in ("distinct", "same"):
+            if kind == "same":
+                sample_of = lambda i: range(0, 1)  # noqa: E731
+            else:
+                base = offset
+                sample_of = lambda i, base=base: range((base + i) % n_samples, (base + i) % n_samples + 1)  # noqa: E731
+                offset += per
+            log = lg.run_closed_loop(sut, sample_of, min_queries=per, min_duration_s=0.0, max_duration_s=1e9,
+                                     max_queries=per, clock=clock)
+            lat = log.latency_ns()[log.completed >= 0]
+            (same if kind == "same" else distinct).append(lat)
+    m_same = float(np.median(np.concatenate(same)))
+    m_dist = float(np.median(np.concatenate(distinct)))
+    ratios = [float(np.median(a)) / max(float(np.median(b)), 1.0) for a, b in zip(same, distinct)]
+    ratio = float(np.median(ratios))
+    passed = bool(not ratio < 1 - threshold)
+    return {"passed": passed, "same_p50_ns": m_same, "distinct_p50_ns": m_dist, "ratio": ratio,
+            "threshold": threshold, "queries_each": per * blocks}
+
+
+def logged_responses(responses: Sequence[tuple[Sequence[int], np.ndarray]]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The responses a SUT kept during the performance window as ``(sample_indices, outputs)``
+    arrays (first output of each, one row per sample), for the in-window accuracy check
+    (after MLPerf's TEST01: accuracy of responses logged while performance was measured)."""
+    if not responses:
+        return None
+    idx = np.concatenate([np.asarray(list(i), dtype=np.int64) for i, _ in responses])
+    out = np.concatenate([np.asarray(o) for _, o in responses])
+    return idx, out

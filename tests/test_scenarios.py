@@ -1,0 +1,189 @@
+"""Scenario logic (harness.scenarios) and early stopping (harness.stats) on synthetic systems."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from harness import loadgen as lg
+from harness import scenarios as sc
+from harness.accuracy import evaluate
+from harness.stats import early_stopping_min_queries, early_stopping_percentile
+from harness.sut import SessionSUT
+
+
+# --- early stopping -----------------------------------------------------------------------
+def test_early_stopping_minimum_counts():
+    assert early_stopping_min_queries(0, 0.90) == 44  # 0.9^44 <= 0.01 < 0.9^43
+    assert early_stopping_min_queries(0, 0.99) == 459
+    more = [early_stopping_min_queries(t, 0.99) for t in range(0, 20)]
+    assert more == sorted(more) and more[-1] > more[0]
+    x = np.arange(1.0, 44.0)
+    assert not early_stopping_percentile(x, 0.9)["valid"]
+    r = early_stopping_percentile(np.arange(1.0, 45.0), 0.9)
+    assert r["valid"] and r["estimate"] == 44.0 and r["overlatency_allowed"] == 0
+
+
+def test_early_stopping_is_a_conservative_upper_bound():
+    rng = np.random.default_rng(0)
+    true_p90 = -np.log(0.1)  # of Exp(1)
+    hits, over_empirical = 0, 0
+    trials = 1000
+    for _ in range(trials):
+        x = rng.exponential(1.0, 300)
+        r = early_stopping_percentile(x, 0.9, confidence=0.99)
+        hits += r["estimate"] >= true_p90
+        over_empirical += r["estimate"] >= np.quantile(x, 0.9)
+    assert over_empirical == trials  # never below the plain percentile
+    assert hits / trials >= 0.98  # covers the true p90 ~99 % of the time
+    big = early_stopping_percentile(rng.exponential(1.0, 200_000), 0.9)
+    assert abs(big["estimate"] / true_p90 - 1) < 0.02  # and converges to it
+
+
+def test_early_stopping_rejects_bad_quantile():
+    with pytest.raises(ValueError):
+        early_stopping_percentile([1.0, 2.0], 90)
+
+
+# --- settings and judgement ---------------------------------------------------------------
+@pytest.mark.parametrize("kw,msg", [({"target_qps": 0}, "target QPS must be > 0"),
+                                    ({"target_qps": -3}, "target QPS must be > 0"),
+                                    ({"latency_bound_ms": 0}, "latency bound must be > 0"),
+                                    ({"samples_per_query": 0}, "samples per query must be an integer >= 1")])
+def test_settings_reject_bad_values(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        sc.ScenarioSettings(**kw).validate()
+
+
+def _open_log(lat_ms, qps=1000.0):
+    n = len(lat_ms)
+    sched = lg.poisson_schedule(qps, n, 0)
+    done = sched + (np.asarray(lat_ms) * 1e6).astype(np.int64)
+    return lg.QueryLog(sched, sched.copy(), sched.copy(), done, np.ones(n, np.int64), 0, "open", qps)
+
+
+def test_judge_server_bound_and_counts():
+    s = sc.ScenarioSettings(scenario="server", latency_bound_ms=10, min_duration_s=0.1, min_queries=500)
+    fine = sc.summarize_log(_open_log(np.full(1000, 2.0)), s)
+    assert sc.judge(fine, s)["valid"]
+    slow = np.full(1000, 2.0)
+    slow[::50] = 30.0  # 2 % over the bound: the p99 is over it
+    v = sc.judge(sc.summarize_log(_open_log(slow), s), s)
+    assert not v["valid"] and v["reasons"][0].startswith("latency_bound")
+    few = sc.judge(sc.summarize_log(_open_log(np.full(100, 2.0)), s), s)
+    toks = [r.split(":")[0] for r in few["reasons"]]
+    assert "too_few_queries" in toks and "early_stopping" in toks
+
+
+# --- peak search --------------------------------------------------------------------------
+@pytest.mark.parametrize("start", [100.0, 7300.0, 90_000.0])
+def test_search_peak_brackets_known_capacity(start):
+    cap = 7300.0
+    best, steps = sc.search_peak(lambda q: {"valid": q <= cap}, start, tolerance=0.02, max_steps=40)
+    assert cap * 0.98 <= best["qps"] <= cap
+    assert steps[0]["phase"] == "ramp" and any(s["phase"] == "bisect" for s in steps) or best["qps"] == cap
+    assert all("qps" in s for s in steps)
+
+
+class _VirtualTime:
+    """A clock that moves 1 µs per reading and jumps on sleep: the generator runs in virtual time."""
+
+    def __init__(self):
+        self.t = 0
+
+    def clock(self) -> int:
+        self.t += 1000
+        return self.t
+
+    def sleep(self, s: float) -> None:
+        self.t += int(s * 1e9)
+
+
+class _QueueSUT:
+    """A single-server queue with a fixed service time, simulated exactly in virtual time: each
+    query starts at max(its issue time, the server's free time) and takes ``service_ns``.
+    Capacity = 1 / service. Nothing sleeps, so the test does not depend on the machine's load."""
+
+    threaded = False
+
+    def __init__(self, service_s: float, vt: _VirtualTime):
+        self.service_ns = int(service_s * 1e9)
+        self.free_at = 0
+        self.vt = vt
+
+    def issue(self, qid, samples, done):
+        start = max(self.vt.clock(), self.free_at)
+        self.free_at = start + self.service_ns
+        done(qid, start, self.free_at)
+
+
+def test_search_peak_on_a_queue_of_known_capacity():
+    service = 0.002  # capacity 500 QPS
+    vt = _VirtualTime()
+    sut = _QueueSUT(service, vt)
+    s = sc.ScenarioSettings(scenario="server", latency_bound_ms=40, min_duration_s=2.0, max_duration_s=100, min_queries=600,
+                            search_tolerance=0.03, search_max_steps=14)
+    best, steps = sc.search_peak(lambda q: sc.run_server(sut, q, s, 4, clock=vt.clock, sleep=vt.sleep)["validity"],
+                                 50.0,
+                                 tolerance=s.search_tolerance, max_steps=s.search_max_steps)
+    trace = [(round(x["qps"]), x["valid"], x["reasons"][:1]) for x in steps]
+    assert best is not None, trace
+    # M/D/1 with a bound of 20 service times: the peak lies just under the capacity, never far over
+    assert 0.6 / service <= best["qps"] <= 1.1 / service, trace
+    assert any(not x["valid"] for x in steps) and steps[0]["phase"] == "ramp"
+
+
+# --- integrity ----------------------------------------------------------------------------
+def _cache_run(delay_s):
+    cache = {}
+
+    def run(x):
+        key = x["x"].tobytes()
+        if key in cache:
+            return cache[key]
+        time.sleep(delay_s)
+        cache[key] = [x["x"] * 2]
+        return cache[key]
+    return run
+
+
+def test_caching_check_flags_a_caching_system_and_passes_an_honest_one():
+    s = sc.ScenarioSettings(scenario="single-stream")
+    data = {"x": np.arange(400, dtype=np.float32)[:, None]}
+    caching = SessionSUT(_cache_run(0.001), data, inline=True)
+    r = sc.caching_check(caching, s, 400, queries=80)
+    assert r["passed"] is False and r["ratio"] < 0.5
+
+    def honest(x):
+        time.sleep(0.001)
+        return [x["x"] * 2]
+
+    r2 = sc.caching_check(SessionSUT(honest, data, inline=True), s, 400, queries=160)
+    assert r2["passed"] is True
+
+
+def test_in_window_accuracy_catches_wrong_outputs():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 5)).astype(np.float32)
+    labels = x.argmax(1)
+
+    def right(inp):
+        return [inp["x"].copy()]
+
+    def wrong(inp):  # a system that returns garbage while being timed
+        return [rng.normal(size=inp["x"].shape).astype(np.float32)]
+
+    s = sc.ScenarioSettings(scenario="server", min_duration_s=0.0, min_queries=64)
+    results = {}
+    for name, fn in (("right", right), ("wrong", wrong)):
+        sut = SessionSUT(fn, {"x": x}, concurrency=2, log_every=2)
+        try:
+            sc.run_server(sut, 2000.0, s, 64)
+        finally:
+            sut.close()
+        idx, out = sc.logged_responses(sut.responses)
+        assert len(idx) == 32  # every 2nd of 64 queries
+        results[name] = evaluate(out, labels=labels[idx], reference=None, baseline_value=1.0, gate=0.99)
+    assert results["right"]["passed"] is True
+    assert results["wrong"]["passed"] is False
