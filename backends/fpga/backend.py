@@ -21,12 +21,14 @@ Options (``bench run --option K=V`` or the flags ``--part``, ``--precision``, ``
                        when no reuse factor is given) folds each layer just enough to fit the part
 ``clock_mhz``          overrides the part's typical clock
 ``max_emulation_macs`` per-sample MAC limit of the numpy emulator (default 2e8)
+``strategy``           hls4ml's Strategy for every Dense/Conv: ``latency``, ``resource``, or ``auto`` (default:
+                       Latency up to 4096 weights a layer, Resource above; ``fit`` falls back to Resource)
 """
 from __future__ import annotations
 
 from typing import Any, Mapping
 
-from backends.base import Availability, Backend, Session, UnsupportedCase
+from backends.base import Availability, Backend, DoesNotFit, Session, UnsupportedCase
 from harness.errors import BenchError
 
 SIM_VERSION = "1.0"
@@ -34,7 +36,8 @@ DEFAULT_PART = "xcu250"
 DEFAULT_PRECISION = "ap_fixed<16,6>"
 DEFAULT_MAX_EMULATION_MACS = 2e8
 KNOWN_OPTIONS = ("part", "precision", "weight_precision", "bias_precision", "accum_precision", "output_precision",
-                 "softmax_precision", "reuse_factor", "fit", "clock_mhz", "max_emulation_macs")
+                 "softmax_precision", "reuse_factor", "fit", "clock_mhz", "max_emulation_macs", "strategy")
+STRATEGIES = ("auto", "latency", "resource")
 TIMING_IS = "emulator wall time on the host CPU, not FPGA latency (FPGA figures: case estimates)"
 
 
@@ -42,8 +45,9 @@ class FPGAOptionError(BenchError):
     """A bad --part / --precision / --reuse-factor value: one line, exit 2."""
 
 
-class DesignDoesNotFit(Exception):
-    """The design needs more of the part than it has (a failed case with the reason)."""
+class DesignDoesNotFit(DoesNotFit):
+    """The design needs more of the part than it has: a ``does_not_fit`` case with the reason and
+    the full estimate (``.estimates``: resources, % of the part, II, latency, ``fits: false``)."""
 
 
 def _truthy(v) -> bool:
@@ -94,6 +98,10 @@ def parse_options(options: Mapping[str, Any] | None) -> dict:
         out["fit"] = True if fit in (None, "") else _truthy(fit)
         if not out["fit"]:
             out["reuse_factor"] = 1
+    strategy = str(opts.get("strategy") or "auto").strip().lower()
+    if strategy not in STRATEGIES:
+        raise FPGAOptionError(f"unknown strategy '{opts.get('strategy')}' (choose from: {', '.join(STRATEGIES)})")
+    out["strategy"] = strategy
     for k, default in (("clock_mhz", None), ("max_emulation_macs", DEFAULT_MAX_EMULATION_MACS)):
         v = opts.get(k)
         if v in (None, ""):
@@ -160,7 +168,7 @@ def build(artifact, *, precision: str, batch: int, options: Mapping[str, Any] | 
         raise UnsupportedCase("fpga simulator: the graph has no Dense/Conv layer to map")
     part = opts["part"]
     est = estimate(layers, part, reuse_factor=opts["reuse_factor"], fit_design=opts["fit"],
-                   clock_mhz=opts["clock_mhz"])
+                   clock_mhz=opts["clock_mhz"], strategy=opts["strategy"])
     d = est.as_dict(batch=batch)
     label = data.name if mode == "fixed" else precision
     d["precision"] = label
@@ -176,7 +184,8 @@ def build(artifact, *, precision: str, batch: int, options: Mapping[str, Any] | 
                 f"at reuse factor {opts['reuse_factor']}; try --fit or a larger --reuse-factor")
         raise DesignDoesNotFit(f"{artifact.name}/{artifact.variant} at {label} does not fit {part['name']} "
                                f"({part['board']}) {hint}: " + "; ".join(est.problems)
-                               + f" (worst: {worst.upper()} {res['percent_of_part'][worst]:.0f}% of the part)")
+                               + f" (worst: {worst.upper()} {res['percent_of_part'][worst]:.0f}% of the part)",
+                               estimates=d)
     macs = sum(l.macs for l in layers)
     if macs > opts["max_emulation_macs"]:
         raise UnsupportedCase(

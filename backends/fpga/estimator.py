@@ -43,14 +43,59 @@ import numpy as np
 from backends.fpga.parts import DSP_SLICES, HEADROOM
 
 RESOURCES = ("dsp", "lut", "ff", "bram36", "uram")
+
+# ---- constants: each with its source; docs/fpga.md "Constants" lists them with what was fitted on what ----
+#: products whose narrower operand has fewer bits go to LUTs (hls4ml's own DSP estimator,
+#: hls4ml/optimization/dsp_aware_pruning/objectives/vivado_objectives.py: weight width < 9 -> no DSP;
+#: applied to both operands: the tutorial's QKeras CNN report maps 6-bit activations x 16-bit weights
+#: of its output Dense to LUTs, 83 DSPs for 640 products)
 DSP_MIN_WEIGHT_BITS = 9
+#: Vivado HLS refuses to unroll more than 4096 operations: larger layers need hls4ml's Resource
+#: strategy (tutorial part 6; hls4ml issue #1013 "the limit is 4,096")
+LATENCY_MAX_WEIGHTS = 4096
+#: a constant whose odd part (the value without its trailing zero bits) has at most this many bits
+#: (3, 5, 7 times a power of two) is a shift and one adder, not a multiplier (strength reduction;
+#: Vivado maps multipliers by operand size, UG901 "Multipliers Implementation"). An assumption (the
+#: reports do not publish their weights), checked in aggregate: it moves 8 % of the jet MLP's products
+#: off DSPs at RF 1 with the benchmark's weights; the published report has 3,912 of 4,256 on DSPs (-8 %).
+CONST_LUT_MAX_BITS = 3
+#: LUTs per adder bit: one LUT6 + one carry-chain bit per bit (UltraScale CLB, UG574)
+ADDER_LUT_PER_BIT = 1.0
+#: LUTs of the operand multiplexers of one shared multiplier in a folded Latency-strategy layer, per
+#: operand bit: ``MUX_LUT_C * R ** MUX_LUT_E`` (a R:1 mux of LUT6s grows ~R/4; HLS shares some).
+#: Fitted on the jet-MLP reuse-factor sweep (xczu7ev) at RF 2, 4, 16, 64, 256; RF 8, 32, 128 held out.
+MUX_LUT_C = 0.48
+MUX_LUT_E = 0.88
+#: pipeline registers of a fully parallel (R = 1) Latency-strategy layer: FFs per non-zero weight
+#: per accumulator bit. Fitted on the same sweep's RF 1 point (26,905 FF).
+FF_PER_WEIGHT_ACC_BIT = 0.365
+#: extra registers of a folded Latency layer per non-zero weight, in units of the input width ``a``:
+#: ``a * min(FF_FOLD_CAP, FF_FOLD_SLOPE * R)`` (partial products held across the R cycles; hls4ml's
+#: FF estimator counts ~ weights x width for Latency designs). Fitted on the sweep's RF 2, 4, 16, 64, 256.
+FF_FOLD_SLOPE = 0.025
+FF_FOLD_CAP = 0.48
 LUTRAM_MAX_DEPTH = 64
 URAM_MIN_BITS = 1 << 20
 RELU_LUT_PER_BIT = 1.75  # 28 LUTs per 16-bit ReLU element in the hls4ml tutorial's synthesis report
 SOFTMAX_LUT_PER_CLASS = 16
-FF_PER_OUTPUT_BIT = 4.6  # FFs per accumulator bit per parallel output (hls4ml tutorial report: ~74/16-bit output)
+FF_PER_OUTPUT_BIT = 4.6  # Resource strategy: FFs per accumulator bit per parallel output (see docs/fpga.md)
 SOFTMAX_DEPTH = 2
+#: io_stream: hls4ml puts one FIFO per channel between stages, as deep as the tensor has pixels; the
+#: tutorial's pruned-CNN report keeps FIFOs of depth <= 16 in registers and gives every deeper one
+#: a BRAM18 (depth 36 .. 900 x 16 bit); ~35 LUT and 40 (BRAM) / 6 (registers) FF each (its FIFO table)
+FIFO_REG_MAX_DEPTH = 16
+FIFO_LUT = 35
+FIFO_FF_BRAM = 40
+FIFO_FF_REG = 6
+#: io_stream max-pooling: LUT per comparator bit and FF per channel bit, fitted on the same report's
+#: three pooling instances (2,709 / 2,705 / 3,803 LUT, 2,008 / 2,006 / 2,868 FF)
+POOL_LUT_PER_BIT = 3.5
+POOL_FF_PER_BIT = 7.75
+#: one input pixel per cycle and RF: a streamed stage adds this many cycles of pipeline depth
+#: (the report: conv 32x32 -> 1027 cycles, pool 30x30 -> 903, design latency = II + 16)
+STREAM_DEPTH = 1
 BRAM_SHAPES = ((512, 72), (1024, 36), (2048, 18), (4096, 9), (8192, 4), (16384, 2), (32768, 1))
+BRAM18_BITS = 18 * 1024
 
 
 class DoesNotFit(Exception):
@@ -84,6 +129,9 @@ class LayerCost:
     rom_width: int = 0
     rom_depth: int = 0
     rom_bram36: int = 0
+    strategy: str = ""
+    const_lut_weights: int = 0
+    fifo_bram18: int = 0
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -97,8 +145,12 @@ class _Prep:
     mac: bool
     m: int = 0
     z: int = 0
-    p: int = 0
+    p: int = 0  # powers of two (one CSD digit): shifts
     r_max: int = 1
+    c: int = 0  # constants whose odd part has 2..CONST_LUT_MAX_BITS bits: one adder each
+    g: int = 0  # the rest: general multiplications
+    g_digits: int = 0  # sum of (CSD digits - 1) over the general ones (adders of a LUT constant multiplier)
+    strategy: str = "auto"  # auto | latency | resource (hls4ml's Strategy)
 
 
 def bram36_count(width_bits: int, depth: int) -> int:
@@ -129,6 +181,21 @@ def lut_multiplier(a_bits: int, w_bits: int) -> int:
     return (2 * math.ceil(s / 6) - 1) * s
 
 
+def csd_digits(m: np.ndarray) -> np.ndarray:
+    """Non-zero digits of the canonical signed-digit (non-adjacent) form of each integer.
+
+    For ``n = |m| > 0`` the NAF weight is ``popcount(n XOR 3n)``: the bits where ``3n`` and ``n``
+    differ mark the NAF's non-zero digits (Reitwiesner 1960; e.g. 7 = 8 - 1: 2 digits, 11 = 16 - 4 - 1: 3).
+    Zero has no digit."""
+    n = np.abs(np.asarray(m, dtype=np.int64)).reshape(-1)
+    x = n ^ (3 * n)
+    out = np.zeros(n.shape, dtype=np.int64)
+    while np.any(x):
+        out += x & 1
+        x >>= 1
+    return out
+
+
 def weight_stats(w: np.ndarray | None) -> tuple[int, int, int]:
     """(count, zeros, powers of two incl. +-1) of integer weight values."""
     if w is None:
@@ -139,19 +206,135 @@ def weight_stats(w: np.ndarray | None) -> tuple[int, int, int]:
     return int(a.size), int(a.size - nz.size), pow2
 
 
+def odd_part_bits(m: np.ndarray) -> np.ndarray:
+    """Bits of the odd part of each ``|m|`` (``|m|`` without its trailing zeros): 12 = 3 * 4 -> 2; 0 -> 0."""
+    n = np.abs(np.asarray(m, dtype=np.int64)).reshape(-1)
+    odd = n // np.maximum(n & -n, 1)  # n & -n: the lowest set bit (0 stays 0)
+    out = np.zeros(n.shape, dtype=np.int64)
+    while np.any(odd):
+        out += odd > 0
+        odd >>= 1
+    return out
+
+
+def weight_classes(w: np.ndarray | None) -> tuple[int, int, int, int, int, int]:
+    """(count, zeros, shifts, one-adder constants, general, sum of CSD digits - 1 over the general
+    ones) of integer weights: what a constant multiplication costs at R = 1. Shifts are powers of
+    two (odd part 1), one-adder constants have an odd part of at most ``CONST_LUT_MAX_BITS`` bits
+    (3, 5, 7: two CSD digits), the rest need a multiplier (a DSP, or a shift-add chain of
+    ``digits - 1`` adders when an operand is too narrow for a DSP)."""
+    if w is None:
+        return 0, 0, 0, 0, 0, 0
+    flat = np.asarray(w, dtype=np.int64).reshape(-1)
+    ob = odd_part_bits(flat)
+    nzm = ob > 0
+    shifts = int(np.count_nonzero(ob == 1))
+    cheap = int(np.count_nonzero((ob > 1) & (ob <= CONST_LUT_MAX_BITS)))
+    gen = ob > CONST_LUT_MAX_BITS
+    digits = csd_digits(flat[gen])
+    return int(flat.size), int(flat.size - np.count_nonzero(nzm)), shifts, cheap, int(np.count_nonzero(gen)), \
+        int(np.sum(digits - 1))
+
+
 def _streaming(layers) -> bool:
     return any(getattr(l, "vectors", 1) > 1 for l in layers)
 
 
-def prepare(layers) -> list[_Prep]:
+STRATEGIES = ("auto", "latency", "resource")
+
+
+def prepare(layers, strategy: str = "auto") -> list[_Prep]:
     out = []
     for l in layers:
         if l.kind in ("dense", "conv", "dwconv"):
-            m, z, p = weight_stats(l.weights)
-            out.append(_Prep(l, True, m, z, p, max(1, m - z)))
+            m, z, p, c, g, gd = weight_classes(l.weights)
+            out.append(_Prep(l, True, m, z, p, max(1, m - z), c, g, gd, strategy))
         else:
             out.append(_Prep(l, False))
     return out
+
+
+def strategy_of(pp: _Prep) -> str:
+    """hls4ml's strategy for a MAC layer: the one asked for, or (``auto``) ``latency`` (hls4ml's
+    default) while the unrolled layer stays under Vivado HLS's 4096-operation limit, ``resource``
+    (weights in memory) above it."""
+    if pp.strategy in ("latency", "resource"):
+        return pp.strategy
+    per_vector = pp.m // max(1, int(pp.layer.groups or 1)) if pp.layer.kind == "dwconv" else pp.m
+    return "latency" if per_vector <= LATENCY_MAX_WEIGHTS else "resource"
+
+
+def in_pixels(l) -> int:
+    """Input pixels a streamed conv / pool reads, one per cycle (hls4ml io_stream line buffer)."""
+    hw = (l.attrs or {}).get("in_hw")
+    if hw and len(hw) >= 2:
+        return max(1, int(hw[0]) * int(hw[1]))
+    return max(1, int(l.vectors))
+
+
+def mux_luts_per_bit(r: int) -> float:
+    """LUTs per operand bit of the R:1 operand multiplexing of one shared multiplier (fitted)."""
+    return 0.0 if r <= 1 else MUX_LUT_C * r ** MUX_LUT_E
+
+
+def fifo_cost(channels: int, depth: int, bits: int) -> tuple[int, int, int]:
+    """(BRAM18, LUT, FF) of the ``channels`` FIFOs hls4ml puts after a streamed stage."""
+    if channels <= 0 or depth <= 0:
+        return 0, 0, 0
+    if depth > FIFO_REG_MAX_DEPTH:
+        return channels * math.ceil(depth * bits / BRAM18_BITS), channels * FIFO_LUT, channels * FIFO_FF_BRAM
+    return 0, channels * FIFO_LUT, channels * FIFO_FF_REG
+
+
+def _mac_latency(pp: _Prep, r: int, part: dict):
+    """Latency strategy (hls4ml ``dense_latency``): every product unrolled, multipliers limited to
+    ``ceil((M - z) / R)`` by ``ALLOCATION``; the accumulation stays unrolled (one adder per non-zero
+    weight). At R = 1 the weights are constants: shifts are free, one-adder constants cost one
+    adder, the rest are DSPs (or LUT shift-add chains when an operand is narrow). At R > 1 each
+    shared multiplier sees R different weights: a general multiplier with R:1 operand muxes."""
+    l = pp.layer
+    a_bits, w_bits, acc = l.x_bits, l.w_bits, l.acc_bits
+    nz = max(0, pp.m - pp.z)
+    on_dsp = min(a_bits, w_bits) >= DSP_MIN_WEIGHT_BITS
+    lut = nz * acc * ADDER_LUT_PER_BIT  # the unrolled accumulation
+    if r == 1:
+        mult = pp.g
+        const_lut = pp.c
+        lut += pp.c * (a_bits + w_bits) * ADDER_LUT_PER_BIT
+        if on_dsp:
+            dsp = mult * dsp_per_multiplier(a_bits, w_bits, part)
+        else:
+            dsp = 0
+            lut += pp.g_digits * (a_bits + w_bits) * ADDER_LUT_PER_BIT  # shift-add constant multipliers
+        ff = FF_PER_WEIGHT_ACC_BIT * nz * acc
+    else:
+        mult = math.ceil(nz / r)
+        const_lut = 0
+        if on_dsp:
+            dsp = mult * dsp_per_multiplier(a_bits, w_bits, part)
+        else:
+            dsp = 0
+            lut += mult * lut_multiplier(a_bits, w_bits)
+        lut += mult * (a_bits + w_bits) * mux_luts_per_bit(r)
+        ff = FF_PER_WEIGHT_ACC_BIT * nz * acc + nz * a_bits * min(FF_FOLD_CAP, FF_FOLD_SLOPE * r)
+    return mult, nz, dsp, lut, ff, const_lut
+
+
+def _mac_resource(pp: _Prep, r: int, part: dict):
+    """Resource strategy (hls4ml ``dense_resource``): weights in a ROM ``R`` deep, ``ceil(nz/R)``
+    multiply-accumulate units, each a general multiplier and an accumulator."""
+    l = pp.layer
+    a_bits, w_bits, acc = l.x_bits, l.w_bits, l.acc_bits
+    mult = math.ceil(max(0, pp.m - pp.z - (pp.p if r == 1 else 0)) / r)
+    adders = math.ceil(max(0, pp.m - pp.z) / r)
+    if min(a_bits, w_bits) >= DSP_MIN_WEIGHT_BITS:
+        dsp, lut = mult * dsp_per_multiplier(a_bits, w_bits, part), 0
+    else:
+        dsp, lut = 0, mult * lut_multiplier(a_bits, w_bits)
+    lut += adders * acc * ADDER_LUT_PER_BIT
+    n_par = min(int(l.n_out or 1), max(1, adders))
+    ff = FF_PER_OUTPUT_BIT * n_par * acc + (adders * acc if r > 1 else 0)
+    return mult, adders, dsp, lut, ff, 0
 
 
 def layer_cost(pp: _Prep, r: int | None, part: dict, streaming: bool, target_ii: int | None = None) -> LayerCost:
@@ -159,26 +342,18 @@ def layer_cost(pp: _Prep, r: int | None, part: dict, streaming: bool, target_ii:
     v = max(1, int(l.vectors))
     if pp.mac:
         r = max(1, min(int(r or 1), pp.r_max))
-        general = max(0, pp.m - pp.z - pp.p)
-        mult = math.ceil(general / r)
-        adders = math.ceil(max(0, pp.m - pp.z) / r)
         a_bits, w_bits, acc = l.x_bits, l.w_bits, l.acc_bits
-        if w_bits >= DSP_MIN_WEIGHT_BITS:
-            dsp = mult * dsp_per_multiplier(a_bits, w_bits, part)
-            lut = 0
-        else:
-            dsp = 0
-            lut = mult * lut_multiplier(a_bits, w_bits)
-        lut += adders * acc
-        # registers: the adder tree's pipeline stages per output computed in parallel (calibrated on
-        # the hls4ml tutorial report: ~4.6 FF per output bit), plus partial sums when folded
-        n_par = min(int(l.n_out or 1), max(1, adders))  # outputs in flight: all of them unless folded
-        ff = math.ceil(FF_PER_OUTPUT_BIT * n_par * acc) + (adders * acc if r > 1 else 0)
+        strat = strategy_of(pp)
+        fn = _mac_latency if strat == "latency" else _mac_resource
+        mult, adders, dsp, lut, ff, const_lut = fn(pp, r, part)
         bram = uram = 0
-        memory = "logic (constants)"
-        if r > 1:
+        memory = "logic (constants)" if strat == "latency" else "ROM"
+        width = 0
+        if strat == "resource":
             width = adders * w_bits
-            if r < LUTRAM_MAX_DEPTH:
+            if r == 1:
+                memory = "logic (constants)"
+            elif r < LUTRAM_MAX_DEPTH:
                 lut += width * math.ceil(r / 64)
                 memory = "LUTRAM"
             elif part.get("uram", 0) and width * r >= URAM_MIN_BITS:
@@ -187,31 +362,30 @@ def layer_cost(pp: _Prep, r: int | None, part: dict, streaming: bool, target_ii:
             else:
                 bram = bram36_count(width, r)
                 memory = "BRAM"
-        rom = (width, r, bram) if r > 1 and memory == "BRAM" else (0, 0, 0)
-        if l.kind in ("conv", "dwconv") and v > 1 and l.kernel and l.kernel[0] > 1:
-            c_in = l.in_shape[0] if l.in_shape else 1
-            w_in = (l.attrs.get("in_hw") or [1, 1])[1]
-            line_bits = (l.kernel[0] - 1) * w_in * c_in * a_bits
-            f = max(1, min(c_in, r))  # folded: fewer channels per cycle -> a narrower, deeper buffer
-            if line_bits > 18 * 1024:
-                bram += (l.kernel[0] - 1) * bram36_count(math.ceil(c_in / f) * a_bits, w_in * f)
-            else:
-                lut += math.ceil(line_bits / 64)
-            ff += math.ceil(l.kernel[0] * l.kernel[1] * c_in * a_bits / r)  # the window (folded: fewer regs)
+        rom = (width, r, bram) if memory == "BRAM" else (0, 0, 0)
         cycles = v * r
-        return LayerCost(l.name, l.op, l.kind, r, v, int(l.macs), pp.m, pp.z, pp.p, mult, adders, cycles,
-                         cycles + 1, dsp, lut, ff, bram, uram, a_bits, w_bits, acc, memory, *rom)
+        conv_stream = l.kind in ("conv", "dwconv") and v > 1
+        if conv_stream:
+            cycles = in_pixels(l) * r  # one input pixel per R cycles through the line buffer
+            kh, kw = (tuple(l.kernel) + (1, 1))[:2] if l.kernel else (1, 1)
+            c_in = int(l.in_shape[0]) if l.in_shape else 1
+            w_in = ((l.attrs or {}).get("in_hw") or [1, 1])[1]
+            # line buffer: (kh - 1) rows of W_in pixels x C_in channels in shift registers (SRL32)
+            lut += (kh - 1) * c_in * a_bits * math.ceil(w_in / 32)
+            ff += kh * kw * c_in * a_bits  # the sliding window
+        lat = cycles + (STREAM_DEPTH if streaming else 1)
+        return LayerCost(l.name, l.op, l.kind, r, v, int(l.macs), pp.m, pp.z, pp.p, mult, adders, cycles, lat,
+                         int(dsp), math.ceil(lut), math.ceil(ff), bram, uram, a_bits, w_bits, acc, memory, *rom,
+                         strategy=strat, const_lut_weights=const_lut)
     # non-MAC stages: one vector (pixel / token) per cycle, or fewer channels at a time when the
-    # design's II leaves time (streamed designs folded to II = target_ii)
+    # (hls4ml io_stream: a stage reads one pixel per cycle with all its channels in parallel)
     shape = tuple(l.out_shape or (1,))
     n_par = int(shape[0]) if v > 1 else int(np.prod(shape)) if shape else 1
-    fold = 1
-    if streaming and target_ii and l.kind != "softmax":
-        fold = max(1, min(n_par, target_ii // v))
-        n_par = math.ceil(n_par / fold)
+    fold = 1  # hls4ml keeps every channel of a stage in parallel (one pixel per cycle), folded or not
     bits = l.out_bits or 16
     dsp = lut = ff = bram = 0
     depth = 1
+    cycles = v * fold if streaming else 1
     if l.kind == "act":
         lut = math.ceil(n_par * bits * RELU_LUT_PER_BIT)
         depth = 0
@@ -234,21 +408,17 @@ def layer_cost(pp: _Prep, r: int | None, part: dict, streaming: bool, target_ii:
         k = max(1, int(np.prod(l.kernel))) if l.kernel else 1
         c = math.ceil(int(l.n_out or 1) / fold)
         x_bits = l.x_bits or bits
-        if (l.attrs or {}).get("pool") == "avg":
-            lut = c * (k - 1) * (x_bits + math.ceil(math.log2(k)))
-        else:
-            lut = c * (k - 1) * x_bits
-        ff = c * x_bits
+        extra = math.ceil(math.log2(k)) if (l.attrs or {}).get("pool") == "avg" else 0
+        lut = math.ceil(POOL_LUT_PER_BIT * c * (k - 1) * (x_bits + extra))
+        ff = math.ceil(POOL_FF_PER_BIT * c * x_bits)
         in_hw = (l.attrs or {}).get("in_hw")
         if v > 1 and in_hw and l.kernel and l.kernel[0] > 1:
-            line_bits = (l.kernel[0] - 1) * in_hw[1] * int(l.n_out or 1) * x_bits
-            if line_bits > 18 * 1024:
-                bram += (l.kernel[0] - 1) * bram36_count(c * x_bits, in_hw[1] * fold)
-            else:
-                lut += math.ceil(line_bits / 64)
-    ff += n_par * bits
-    cycles = v * fold if streaming else 1
-    lat = (cycles + depth) if streaming else depth
+            lut += (l.kernel[0] - 1) * c * x_bits * math.ceil(in_hw[1] / 32)  # line buffer in SRL32
+        if streaming and v > 1:
+            cycles = in_pixels(l) * fold
+    if l.kind != "pool":
+        ff += n_par * bits  # the stage's output register
+    lat = (cycles + max(depth, STREAM_DEPTH)) if streaming else depth  # a streamed stage is a pipeline stage
     return LayerCost(l.name, l.op, l.kind, None, v, int(l.macs or 0), 0, 0, 0, 0, 0, cycles, lat, dsp, lut, ff,
                      bram, 0, l.x_bits, 0, 0, "")
 
@@ -259,6 +429,17 @@ def design(preps: list[_Prep], reuse: list[int | None], part: dict, streaming: b
     target = max([max(1, int(pp.layer.vectors)) * max(1, min(int(r or 1), pp.r_max))
                   for pp, r in zip(preps, reuse) if pp.mac] or [1])
     costs = [layer_cost(pp, r, part, streaming, target) for pp, r in zip(preps, reuse)]
+    if streaming:  # io_stream: a FIFO per channel after every stage but the last
+        for pp, c in zip(preps[:-1], costs[:-1]):
+            l = pp.layer
+            shape = tuple(l.out_shape or (1,))
+            v = max(1, int(l.vectors))
+            channels = int(shape[0]) if v > 1 else int(np.prod(shape))
+            b18, lut, ff = fifo_cost(channels, v, int(l.out_bits or l.acc_bits or 16))
+            c.fifo_bram18 = b18
+            c.bram36 += math.ceil(b18 / 2)  # two BRAM18 per BRAM36 tile
+            c.lut += lut
+            c.ff += ff
     # BRAM over budget on a part with URAM: move the largest weight ROMs to URAM
     if part.get("uram"):
         budget = part.get("bram36", 0) * HEADROOM["bram36"]
@@ -342,6 +523,11 @@ class Estimate:
 
     @property
     def latency_cycles(self) -> int:
+        """io_parallel: the sum over stages (each waits for the previous); io_stream: the stages
+        overlap, so the slowest stage's cycles plus every stage's pipeline depth (the tutorial's CNN:
+        II 1028, latency 1044)."""
+        if self.streaming:
+            return max(1, self.ii_cycles + sum(c.latency_cycles - c.cycles for c in self.costs))
         return max(1, sum(c.latency_cycles for c in self.costs))
 
     def as_dict(self, batch: int = 1) -> dict:
@@ -371,7 +557,7 @@ class Estimate:
             "throughput": {"samples_per_s": max(1, batch) * f / batch_cycles,
                            "steady_state_inferences_per_s": f / ii},
             "macs_per_inference": macs,
-            "peak_macs_per_s": sum(c.adders for c in self.costs) * f,
+            "peak_macs_per_s": sum(c.macs / max(1, c.cycles) for c in self.costs) * f,
             "resources": {**tot, "percent_of_part": {k: round(v, 2) for k, v in pct.items()},
                           "available": {k: self.part.get(k, 0) for k in RESOURCES},
                           "headroom": dict(self.headroom)},
@@ -383,13 +569,24 @@ class Estimate:
 
 
 def estimate(layers, part: dict, *, reuse_factor: int | None = None, fit_design: bool = False,
-             clock_mhz: float | None = None, headroom: dict | None = None) -> Estimate:
-    """Cost a traced design on ``part`` with a given reuse factor, or folded to fit (``fit_design``)."""
+             clock_mhz: float | None = None, headroom: dict | None = None, strategy: str = "auto") -> Estimate:
+    """Cost a traced design on ``part`` with a given reuse factor, or folded to fit (``fit_design``).
+
+    ``strategy``: hls4ml's ``latency`` or ``resource`` for every MAC layer, or ``auto`` (Latency up to
+    4096 weights a layer, Resource above; with ``fit_design``, when no folding of that fits, the
+    search is repeated with the Resource strategy everywhere, as an hls4ml user would)."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, not {strategy!r}")
     head = dict(HEADROOM, **(headroom or {}))
-    preps = prepare(layers)
+    preps = prepare(layers, strategy)
     streaming = _streaming(layers)
     if fit_design:
         reuse, problems = fit(preps, part, head, streaming)
+        if problems and strategy == "auto" and any(pp.mac and strategy_of(pp) == "latency" for pp in preps):
+            alt = prepare(layers, "resource")
+            reuse_alt, problems_alt = fit(alt, part, head, streaming)
+            if not problems_alt:
+                preps, reuse, problems = alt, reuse_alt, problems_alt
         mode = "fit"
     else:
         r = int(reuse_factor or 1)
