@@ -49,6 +49,20 @@ class UnsupportedCase(Exception):
     """
 
 
+class DoesNotFit(Exception):
+    """Raised by ``prepare`` when the design a case asks for does not fit the (simulated) device.
+
+    The harness records the case as ``does_not_fit`` with this message as reason and keeps
+    ``estimates`` (the full estimate: resources, percentages of the part, II, latency, ``fits:
+    false`` and the reasons) in the case's ``estimates``: an over-budget design is still worth
+    reading, e.g. to choose how to fold it.
+    """
+
+    def __init__(self, message: str, estimates: dict | None = None):
+        super().__init__(message)
+        self.estimates = estimates
+
+
 @dataclass(frozen=True)
 class Availability:
     ok: bool

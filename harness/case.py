@@ -53,7 +53,7 @@ def headline(scenario: str, stats: dict, throughput: dict) -> dict:
 
 def run_case(payload: dict) -> dict:
     """Worker entry: returns the measured part of a case record (JSON-serialisable)."""
-    from backends.base import Session, UnsupportedCase
+    from backends.base import DoesNotFit, Session, UnsupportedCase
     from harness import accuracy as acc
     from harness.artifacts import Artifact
     from harness.energy import measure_energy
@@ -77,6 +77,9 @@ def run_case(payload: dict) -> dict:
                                   runtime=case["runtime"], options=payload.get("options") or {})
     except UnsupportedCase as exc:
         return {"status": "unsupported", "reason": str(exc)}
+    except DoesNotFit as exc:  # not run, but its estimate is kept (the runner moves it to case["estimates"])
+        return {"status": "does_not_fit", "reason": str(exc),
+                "timings": {"estimates": exc.estimates} if exc.estimates else None}
     prepare_s = time.perf_counter() - t_prep
 
     ev = artifact.eval_data()

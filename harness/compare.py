@@ -83,7 +83,7 @@ SKIPPED = "skipped"
 CASE_ORDER = [REGRESSION, ERROR, INCONCLUSIVE, NO_BASELINE, MISSING, IMPROVEMENT, UNCHANGED, SKIPPED]
 
 OK_STATUSES = ("ok", "invalid")
-NOT_RUN = ("skipped", "unsupported")
+NOT_RUN = ("skipped", "unsupported", "does_not_fit")
 
 
 class NoBaseline(BenchError):

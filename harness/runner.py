@@ -286,6 +286,7 @@ def _carry_estimates(result: dict) -> None:
 
 
 def exit_code(record: dict) -> int:
-    """0 when every case is ok (or unsupported: a stated limit, not a failure); 1 otherwise."""
-    bad = [c for c in record["cases"] if c["status"] in ("failed", "invalid")]
+    """0 when every case is ok (or unsupported: a stated limit, not a failure); 1 otherwise (a design
+    that does not fit the simulated part counts as a failure, as before it had its own status)."""
+    bad = [c for c in record["cases"] if c["status"] in ("failed", "invalid", "does_not_fit")]
     return 1 if bad else 0

@@ -40,7 +40,8 @@ def fmt_accuracy(acc, delta: bool = True) -> str:
     return s
 
 
-STATUS_STYLE = {"ok": "green", "invalid": "yellow", "failed": "red", "skipped": "dim", "unsupported": "magenta"}
+STATUS_STYLE = {"ok": "green", "invalid": "yellow", "failed": "red", "skipped": "dim", "unsupported": "magenta",
+                "does_not_fit": "red"}
 
 
 COLUMNS = (("model", "left"), ("variant", "left"), ("backend", "left"), ("prec", "left"), ("batch", "right"),

@@ -44,10 +44,12 @@ def test_parse_options():
     o = parse_options({"part": "ZCU104", "precision": "ap_fixed<8,3,AP_RND,AP_SAT>", "reuse_factor": "4"})
     assert o["part"]["name"] == "xczu7ev" and o["reuse_factor"] == 4 and o["fit"] is False
     assert parse_options({"fit": "0"})["reuse_factor"] == 1
+    assert o["strategy"] == "auto" and parse_options({"strategy": "Resource"})["strategy"] == "resource"
     for bad, msg in [({"part": "xc9z999"}, "unknown FPGA part"), ({"precision": "ap_fixed<16>"}, "impossible precision"),
                      ({"precision": "ap_fixed<40,10>"}, "at most 32-bit"), ({"reuse_factor": "0"}, ">= 1"),
                      ({"reuse_factor": "2", "fit": "1"}, "not both"), ({"colour": "red"}, "unknown fpga option"),
-                     ({"accum_precision": "ap_fixed<4,9,AP_BAD>"}, "impossible precision")]:
+                     ({"accum_precision": "ap_fixed<4,9,AP_BAD>"}, "impossible precision"),
+                     ({"strategy": "fastest"}, "unknown strategy")]:
         with pytest.raises(FPGAOptionError, match=msg):
             parse_options(bad)
 
@@ -77,9 +79,12 @@ def test_prepare_refusals(tmp_path):
     art = make_artifact(tmp_path / "a", mlp([16, 32, 5]))
     with pytest.raises(UnsupportedCase, match="fp16"):
         b.prepare(art, precision="fp16", batch=1, threads=1, runtime="simulator")
-    with pytest.raises(DesignDoesNotFit, match="does not fit xc7z020.*DSP"):
+    with pytest.raises(DesignDoesNotFit, match="does not fit xc7z020.*DSP") as err:
         b.prepare(make_artifact(tmp_path / "big", mlp([256, 256, 5]), n_in=256), precision="fp32", batch=1, threads=1,
                   runtime="simulator", options={"part": "xc7z020", "reuse_factor": "1"})
+    e = err.value.estimates  # the full estimate travels with the refusal
+    assert e["fits"] is False and any(p.startswith("DSP") for p in e["fit_problems"])
+    assert e["resources"]["percent_of_part"]["dsp"] > 100 and e["ii_cycles"] == 1 and e["latency_ns"] > 0
     with pytest.raises(UnsupportedCase, match="Softsign"):
         b.prepare(make_artifact(tmp_path / "odd", with_op("Softsign"), n_in=4), precision="fp32", batch=1,
                   threads=1, runtime="simulator")
@@ -127,6 +132,43 @@ def test_case_record_and_table(tmp_path, monkeypatch):
     assert f"{est_ns:.3g} ns*" in text
     assert f"{emu_p50 / 1e3:.3g} µs" not in text and f"{emu_p50 / 1e6:.3g} ms" not in text
     assert any("estimated by a performance model" in n for n in notes)
+
+
+def test_over_budget_case_keeps_its_estimate(tmp_path, monkeypatch):
+    """A design that does not fit: run_case returns status does_not_fit with the reason, the runner
+    moves the full estimate (fits: false, the reasons, resources and % of the part, II, latency)
+    into the case, and the case validates against the record schema."""
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+
+    from harness import plugins
+    from harness.case import run_case
+    from harness.runner import _carry_estimates, exit_code
+
+    real = plugins.entries()
+    monkeypatch.setattr(plugins, "entries", lambda: {**real, "fpga": plugins.BackendEntry(
+        "fpga", "backends.fpga:FPGABackend", None)})
+    art = make_artifact(tmp_path / "big", mlp([256, 256, 5]), n_in=256)
+    payload = {"case": {"model": "tiny-mlp", "variant": "fp32", "backend": "fpga", "runtime": "simulator",
+                        "precision": "fp32", "batch": 1, "scenario": "single-stream"},
+               "artifact_dir": str(art.dir), "threads": 1, "gate": 0.9, "metric": None,
+               "options": {"part": "xc7z020", "reuse_factor": "1"},
+               "settings": {"min_time_s": 0.05, "max_time_s": 0.3, "min_iterations": 10, "target_ci": 0.5,
+                            "warmup_min_iterations": 2, "warmup_min_time_s": 0.0, "warmup_max_time_s": 0.1}}
+    res = run_case(payload)
+    assert res["status"] == "does_not_fit" and "does not fit xc7z020" in res["reason"]
+    _carry_estimates(res)
+    e = res["estimates"]
+    assert e["fits"] is False and e["fit_problems"] and e["resources"]["percent_of_part"]["dsp"] > 100
+    assert e["ii_cycles"] >= 1 and e["latency_cycles"] >= 1 and e["resources"]["lut"] > 0
+    assert res["device"].startswith("xc7z020 (simulated")
+    case = {"case_id": "c", "key": "0123456789abcdef", "key_fields": {}, "model": "tiny-mlp", "variant": "fp32",
+            "backend": "fpga", "runtime": "simulator", "batch": 1, "scenario": "single-stream", "simulated": True,
+            **res}
+    schema = json.loads((REPO / "harness" / "schema" / "run-v1.schema.json").read_text())
+    registry = Registry().with_resource(schema["$id"], Resource.from_contents(schema))
+    Draft202012Validator({"$ref": schema["$id"] + "#/$defs/case"}, registry=registry).validate(case)
+    assert exit_code({"cases": [case]}) == 1  # as when it was a failed case
 
 
 @pytest.mark.slow

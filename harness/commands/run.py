@@ -170,7 +170,8 @@ class _Progress:
             lat = c.get("latency_ns") or {}
             thr = (c.get("throughput") or {}).get("samples_per_s")
             detail = f"p50 {fmt_time_ns(lat.get('p50'))}, {fmt_rate(thr)}" if lat else (c.get("reason") or "")
-            mark = {"ok": "[green]✓[/]", "invalid": "[yellow]![/]", "unsupported": "[magenta]-[/]"}.get(c["status"], "[red]✗[/]")
+            mark = {"ok": "[green]✓[/]", "invalid": "[yellow]![/]", "unsupported": "[magenta]-[/]",
+                    "does_not_fit": "[red]✗[/]"}.get(c["status"], "[red]✗[/]")
             self.console.print(f"{mark} {c['case_id']}: {c['status']} · {detail}", highlight=False)
             if self.progress is not None:
                 if self.case_task is not None:

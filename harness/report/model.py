@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 DEFAULT_BASELINE = "fp32"
-NOT_OK = ("invalid", "failed", "skipped", "unsupported")
+NOT_OK = ("invalid", "failed", "skipped", "unsupported", "does_not_fit")
 LATENCY_SCENARIOS = ("single-stream", "multi-stream")
 
 
