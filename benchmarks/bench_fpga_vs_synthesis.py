@@ -2,6 +2,8 @@
 
     python benchmarks/bench_fpga_vs_synthesis.py          # every design in the data file
     python benchmarks/bench_fpga_vs_synthesis.py --fit    # also re-derive the fitted constants
+    python benchmarks/bench_fpga_vs_synthesis.py --baseline OLD/backends/fpga/estimator.py
+                                                          # + another estimator's ratios on the sweep
 
 The reports are ``backends/fpga/data/synthesis_reports.json`` (each with its source); the designs are
 rebuilt and costed by :mod:`backends.fpga.calibration` (synthetic, stated weights: the published
@@ -27,6 +29,31 @@ from backends.fpga import calibration as cal  # noqa: E402
 def _source(design) -> str:
     s = design["source"]
     return f"{s['repository']} {s['commit'][:12]} {s['path']} ({design['tool']}, {design['part']})"
+
+
+def load_estimator(path: str):
+    """Another version of estimator.py (e.g. ``git show 34f2696:backends/fpga/estimator.py > old.py``)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("baseline_estimator", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def print_baseline(design, path: str) -> None:
+    from backends.fpga.parts import get_part
+
+    old = load_estimator(path)
+    layers, part = cal.jet_mlp_layers(), get_part(design["part"])
+    print(f"  baseline {path}: estimate / synthesis on the same layers")
+    print(f"  {'RF':>4} | " + " | ".join(f"{q:>7}" for q in cal.QUANTITIES))
+    for row in design["rows"]:
+        d = old.estimate(layers, part, reuse_factor=row["reuse_factor"]).as_dict()
+        r = d["resources"]
+        got = {"ii": d["ii_cycles"], "latency": d["latency_cycles"], "dsp": r["dsp"], "lut": r["lut"], "ff": r["ff"]}
+        print(f"  {row['reuse_factor']:>4} | " + " | ".join(f"{got[q] / row[q]:7.2f}" for q in cal.QUANTITIES))
 
 
 def print_sweep(design, fit: bool) -> None:
@@ -95,9 +122,12 @@ def print_parts() -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fit", action="store_true", help="re-derive the fitted constants from the RF sweep")
+    ap.add_argument("--baseline", metavar="ESTIMATOR_PY", help="also print this estimator.py's ratios on the sweep")
     args = ap.parse_args(argv)
     reports = cal.load_reports()
     print_sweep(reports["jet-mlp-rf-sweep-xczu7ev"], args.fit)
+    if args.baseline:
+        print_baseline(reports["jet-mlp-rf-sweep-xczu7ev"], args.baseline)
     print_cnn(reports["pruned-cnn-svhn-xcu250"], quantized=False)
     print_cnn(reports["qkeras6-pruned-cnn-svhn-xcu250"], quantized=True)
     print_parts()

@@ -1,37 +1,32 @@
-"""Analytical performance and resource model of a dataflow FPGA design (hls4ml / FINN style).
+"""Analytical performance and resource model of an hls4ml design (io_parallel / io_stream).
 
-Every layer of the traced graph becomes one hardware stage; stages run concurrently and
-stream into each other. The formulas (documented with their sources in docs/fpga.md):
+Where it sits: the fpga backend traces the ONNX graph into layers (:mod:`backends.fpga.emulator`),
+this module costs them on a part (:mod:`backends.fpga.parts`); the result goes to the case's
+``estimates``. Every formula and constant, with its source and what was fitted on what, is in
+docs/fpga.md ("Estimates"); the published reports it is checked against are in
+``backends/fpga/data/synthesis_reports.json`` (:mod:`backends.fpga.calibration`,
+``benchmarks/bench_fpga_vs_synthesis.py``).
 
-MAC layer (Dense, Conv, depthwise Conv) with ``M`` weights, ``z`` of them zero and ``p`` of them
-a power of two (after quantization), reuse factor ``R`` (1 = fully parallel), ``V`` output vectors
-per inference (1 for Dense, ``OH*OW`` for Conv):
+MAC layer (Dense, Conv, depthwise Conv), ``M`` weights, ``nz`` non-zero, reuse factor ``R``, ``V``
+output vectors, widths ``a`` (input), ``w`` (weight), ``acc``:
 
-* multipliers ``P = ceil((M - z - p) / R)``  (zero weights need no multiplier, powers of two are
-  shifts; hls4ml: "multipliers = n_in*n_out / R minus the pruned weights / R");
-* accumulator adders ``A = ceil((M - z) / R)``;
-* DSPs ``= P * ceil(a/A_dsp) * ceil(w/B_dsp)`` (best orientation) when the weight has >= 9 bits,
-  else the products go to LUTs: ``P * (2*ceil((a+w)/6) - 1) * (a+w)`` (FINN-R's LUT multiplier);
-* LUTs for the adders ``A * acc_bits``; FFs ``4.6 * n_out * acc_bits`` (pipeline registers of the
-  outputs computed in parallel), plus ``A * acc_bits`` partial sums when ``R > 1``;
-* weights: with ``R = 1`` they are constants folded into the logic; with ``R > 1`` a ROM of depth
-  ``R`` and width ``A * w`` bits: LUTRAM when ``R < 64``, URAM (4K x 72, narrow words packed) for
-  layers over 1 Mbit on parts that have it, else BRAM36 (512x72 .. 32Kx1, whichever shape needs
-  fewest blocks) - the largest BRAM ROMs move to URAM while BRAM is over its headroom;
-* cycles per inference ``V * R`` (FINN's MVAU: ``(MH/PE) * (MW/SIMD) * vectors``), pipeline
-  depth 1 cycle; a streamed convolution adds a line buffer of ``(kh-1) * W_in * C_in * a`` bits.
+* **Latency strategy** (hls4ml ``dense_latency``; layers of <= 4096 weights): at R = 1 weights are
+  constants - a power of two is a shift, a constant with a 2-3 bit odd part a shift and one adder,
+  the rest multipliers; at R > 1, ``ceil(nz / R)`` shared general multipliers with R:1 operand
+  muxes (``(a + w) * MUX_LUT_C * R ** MUX_LUT_E`` LUTs each). The accumulation stays unrolled:
+  ``nz * acc`` adder LUTs at every R. DSPs when both operands have >= 9 bits, else LUTs. FFs
+  ``FF_PER_WEIGHT_ACC_BIT * nz * acc`` + ``nz * a * min(FF_FOLD_CAP, FF_FOLD_SLOPE * R)``.
+* **Resource strategy** (larger layers, or asked for): ``ceil(nz / R)`` multiply-accumulate units,
+  weights in a ROM ``R`` deep (LUTRAM / BRAM / URAM).
+* cycles ``V * R`` (a streamed conv: input pixels ``* R``), pipeline depth 1.
 
-Other layers process one vector per cycle (ReLU / BN / Add / pooling / softmax; softmax as hls4ml
-builds it: one multiplier per class and two 1024-entry lookup tables).
+io_stream: line buffers in shift registers, one FIFO per channel between stages (BRAM18 when deeper
+than 16), stages overlapping: latency = II + the stages' depths. Design II = max of stage cycles.
 
-Design: initiation interval ``II = max over layers of cycles``; throughput ``= clock / II``;
-latency = sum over layers of (cycles + depth), FINN's critical-path estimate (pessimistic for
-streamed CNNs, whose layers overlap); with all ``V = 1`` (an MLP, io_parallel) element-wise layers
-are combinational (0 cycles), as in hls4ml's latency strategy.
-
-Folding: given ``reuse_factor`` N every MAC layer gets ``R = min(N, M - z)``; with ``fit`` the
-smallest II whose design stays under the part's headroom (70 % LUT, 50 % FF, 80 % DSP/BRAM/URAM,
-FINN's defaults) is searched, each layer folded just enough to reach that II.
+Folding: a given ``reuse_factor`` N for every MAC layer, or (``fit``) the smallest II whose design
+stays under the part's headroom (70 % LUT, 50 % FF, 80 % DSP/BRAM/URAM, FINN's defaults), each layer
+folded just enough to reach it; with ``strategy="auto"`` the search falls back to the Resource
+strategy when no Latency folding fits.
 """
 from __future__ import annotations
 
