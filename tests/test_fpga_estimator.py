@@ -182,6 +182,10 @@ def test_streaming_cnn_pipeline():
     assert d["resources"]["bram36"] == 8  # 16 BRAM18 = 8 BRAM36 tiles
     # pool: 3.5 LUT per comparator bit x 3 comparators x 8 ch x 16 bit, + SRL line buffer, + FIFO LUTs
     assert per["pool"]["lut"] == math.ceil(3.5 * 8 * 3 * 16) + 1 * 8 * 16 * 1 + 8 * 35
+    # --fit: the conv's 64 input pixels set the smallest II; the dense layer after it may fold to
+    # R = 64 (one vector) without slowing the pipeline
+    f = estimate([conv, relu, pool, fc], U250, fit_design=True).as_dict()
+    assert f["ii_cycles"] == 64 and f["reuse_factors"] == {"conv": 1, "fc": 64}
 
 
 def test_fit_folds_just_enough():

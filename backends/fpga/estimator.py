@@ -267,6 +267,15 @@ def in_pixels(l) -> int:
     return max(1, int(l.vectors))
 
 
+def cycle_unit(l) -> int:
+    """Cycles a stage needs per unit of reuse factor: its input pixels for a streamed conv or pool
+    (one pixel read per cycle, R cycles each), else its output vectors."""
+    v = max(1, int(l.vectors))
+    if v > 1 and l.kind in ("conv", "dwconv", "pool"):
+        return in_pixels(l)
+    return v
+
+
 def mux_luts_per_bit(r: int) -> float:
     """LUTs per operand bit of the R:1 operand multiplexing of one shared multiplier (fitted)."""
     return 0.0 if r <= 1 else MUX_LUT_C * r ** MUX_LUT_E
@@ -421,7 +430,7 @@ def layer_cost(pp: _Prep, r: int | None, part: dict, streaming: bool, target_ii:
 def design(preps: list[_Prep], reuse: list[int | None], part: dict, streaming: bool) -> list[LayerCost]:
     """Cost every layer; element-wise stages of a streamed design are narrowed to the II the MAC
     layers set (no stage needs to be faster than the slowest one)."""
-    target = max([max(1, int(pp.layer.vectors)) * max(1, min(int(r or 1), pp.r_max))
+    target = max([cycle_unit(pp.layer) * max(1, min(int(r or 1), pp.r_max))
                   for pp, r in zip(preps, reuse) if pp.mac] or [1])
     costs = [layer_cost(pp, r, part, streaming, target) for pp, r in zip(preps, reuse)]
     if streaming:  # io_stream: a FIFO per channel after every stage but the last
@@ -468,15 +477,14 @@ def _reuse_for_target(preps: list[_Prep], target: int) -> list[int | None]:
         if not pp.mac:
             out.append(None)
             continue
-        v = max(1, int(pp.layer.vectors))
-        out.append(max(1, min(pp.r_max, target // v)))
+        out.append(max(1, min(pp.r_max, target // cycle_unit(pp.layer))))
     return out
 
 
 def fit(preps: list[_Prep], part: dict, headroom: dict, streaming: bool) -> tuple[list[int | None], list[str]]:
     """Smallest II whose design fits under the headroom; returns (reuse factors, problems)."""
-    lo = max([max(1, int(pp.layer.vectors)) for pp in preps] or [1])
-    hi = max([max(1, int(pp.layer.vectors)) * pp.r_max for pp in preps if pp.mac] or [lo])
+    lo = max([cycle_unit(pp.layer) for pp in preps] or [1])
+    hi = max([cycle_unit(pp.layer) * pp.r_max for pp in preps if pp.mac] or [lo])
     hi = max(hi, lo)
 
     def ok(t: int) -> bool:
