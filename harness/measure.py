@@ -7,7 +7,7 @@ The timed region of one iteration is ``t0 = clock(); step(); t1 = clock()`` and 
 ``t1 - t0``: it includes one clock call's worth of overhead, which :func:`timer_overhead`
 measures (a null step measures exactly that). Nothing else runs between ``t0`` and ``t1``;
 the bookkeeping between iterations is one append and one integer comparison, and the stop
-rules (a partial sort for the CI) are evaluated only at scheduled check points.
+rules (a sort for the CI) are evaluated only at scheduled check points.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from harness.stats import ci_rel_halfwidth
+from harness.stats import autocorr_ci_rel_halfwidth
 
 __all__ = [
     "MeasureSettings",
@@ -253,7 +253,9 @@ def measure(step: Callable[[], object], settings: MeasureSettings, clock: Clock 
     read before the first. Stop rules, evaluated at check points, first match wins:
 
     1. ``converged``: elapsed >= ``min_time_s`` and n >= ``min_iterations`` and the median's
-       relative CI half-width (:func:`harness.stats.ci_rel_halfwidth`) <= ``target_ci``;
+       relative CI half-width <= ``target_ci``, the autocorrelation-aware one
+       (:func:`harness.stats.autocorr_ci_rel_halfwidth`, batch means; for fewer than 128
+       samples the i.i.d. order-statistic interval);
     2. ``max_time``: elapsed >= ``max_time_s``;
     3. ``max_iterations``: n >= ``max_iterations``.
 
@@ -296,7 +298,7 @@ def measure(step: Callable[[], object], settings: MeasureSettings, clock: Clock 
         check_cost = 0
         if elapsed >= min_ns and n >= min_iter:
             c0 = clock()
-            halfwidth = ci_rel_halfwidth(np.array(buf, dtype=np.int64), confidence, is_sorted=False)
+            halfwidth = autocorr_ci_rel_halfwidth(np.array(buf, dtype=np.int64), confidence)
             if halfwidth <= target:  # False for nan (too few samples for the CI)
                 reason = "converged"
                 break

@@ -237,6 +237,9 @@ def test_summarize_types_json_and_schema():
         json.dumps(st, allow_nan=False)
         validator.validate(st)
         for k, v in st.items():
+            if k == "ci_method":
+                assert v in ("batch_means", "iid")
+                continue
             assert v is None or type(v) in (int, float, list), (k, type(v))
             if isinstance(v, list):
                 assert all(type(e) is float for e in v)
@@ -269,3 +272,167 @@ def test_summarize_rejects_bad_samples():
         S.summarize([1.0, float("nan"), 3.0])
     with pytest.raises(ValueError):
         S.summarize([[1, 2], [3, 4]])
+
+
+# ---------------------------------------------------------------- autocorrelation (batch means)
+
+def _ar1(rng, n, phi):
+    """Stationary Gaussian AR(1): x_t = phi x_{t-1} + sqrt(1 - phi^2) e_t, unit variance."""
+    from scipy.signal import lfilter
+
+    e = rng.standard_normal(n) * math.sqrt(1.0 - phi * phi)
+    x0 = rng.standard_normal()
+    return lfilter([1.0], [1.0, -phi], e, zi=[phi * x0])[0]
+
+
+@pytest.mark.parametrize("phi", [0.0, 0.5, 0.9, 0.95])
+def test_batch_means_ci_coverage_on_ar1(phi):
+    """Nominal 95 %: the median CI of autocorrelated latencies covers >= 93 % (the i.i.d. one does not)."""
+    rng = np.random.default_rng(int(phi * 100) + 7)
+    n, trials = 2000, 600
+    hit = hit_iid = 0
+    for _ in range(trials):
+        x = 1e6 * np.exp(0.1 * _ar1(rng, n, phi))  # true median 1e6
+        lo, hi = S.batch_means_quantile_ci(x, 0.5, 0.95)["ci"]
+        hit += lo <= 1e6 <= hi
+        ilo, ihi = S.median_ci(x, is_sorted=False)
+        hit_iid += ilo <= 1e6 <= ihi
+    assert hit / trials >= 0.93, (phi, hit / trials)
+    if phi >= 0.9:
+        assert hit_iid / trials < 0.75  # the problem being solved: i.i.d. intervals far too narrow
+    if phi == 0.0:
+        assert hit / trials <= 0.995  # not absurdly wide on independent samples
+
+
+def test_batch_means_ci_coverage_p90_ar1():
+    rng = np.random.default_rng(3)
+    phi, n, trials = 0.9, 4000, 400
+    truth = math.exp(0.1 * 1.2815515655446004)
+    hit = 0
+    for _ in range(trials):
+        lo, hi = S.batch_means_quantile_ci(np.exp(0.1 * _ar1(rng, n, phi)), 0.9, 0.95)["ci"]
+        hit += lo <= truth <= hi
+    assert hit / trials >= 0.93
+
+
+def test_batch_means_effective_sample_size_tracks_correlation():
+    rng = np.random.default_rng(11)
+    n = 20000
+    iid = S.batch_means_quantile_ci(rng.standard_normal(n), 0.5)
+    assert iid["method"] == "batch_means" and 0.6 * n < iid["n_eff"] <= n
+    corr = S.batch_means_quantile_ci(_ar1(rng, n, 0.9), 0.5)
+    # AR(1) phi = 0.9 at the median: n (1 - phi)/(1 + phi) ~ n/19 for the series; the indicator is
+    # less correlated, so a little more
+    assert n / 40 < corr["n_eff"] < n / 6
+    assert corr["batches"] <= 20
+
+
+def test_batch_means_short_series_falls_back_to_iid_and_validates():
+    x = np.arange(1.0, 101.0)
+    r = S.batch_means_quantile_ci(x, 0.5)
+    assert r["method"] == "iid" and r["ci"] == S.median_ci(x) and r["n_eff"] == 100
+    with pytest.raises(ValueError):
+        S.batch_means_quantile_ci(x, 1.0)
+    with pytest.raises(ValueError):
+        S.batch_means_quantile_ci(x, 0.5, min_batches=1)
+    # never narrower than the i.i.d. interval
+    rng = np.random.default_rng(2)
+    y = rng.lognormal(size=3000)
+    blo, bhi = S.batch_means_quantile_ci(y, 0.5)["ci"]
+    ilo, ihi = S.median_ci(y, is_sorted=False)
+    assert blo <= ilo and bhi >= ihi
+
+
+def test_autocorr_rel_halfwidth_wider_on_correlated_series():
+    rng = np.random.default_rng(4)
+    x = 1e6 * np.exp(0.05 * _ar1(rng, 5000, 0.95))
+    assert S.autocorr_ci_rel_halfwidth(x) > 3 * S.ci_rel_halfwidth(x, is_sorted=False)
+    assert S.autocorr_ci_rel_halfwidth([5.0] * 500) == 0.0
+
+
+# ---------------------------------------------------------------- repeats: nested bootstrap, components, test
+
+def _processes(rng, k, sigma_b, n=1500, sigma_w=0.1, level=1e6):
+    """k processes: each has its own level offset exp(sigma_b Z) and lognormal iterations."""
+    return [level * math.exp(sigma_b * rng.standard_normal()) * np.exp(sigma_w * rng.standard_normal(n))
+            for _ in range(k)]
+
+
+@pytest.mark.parametrize("sigma_b", [0.0, 0.01, 0.03])
+def test_nested_bootstrap_recovers_between_variance_and_covers(sigma_b):
+    rng = np.random.default_rng(int(sigma_b * 1000) + 1)
+    truth = 1e6 * math.exp(sigma_b ** 2 / 2)  # E[level exp(sigma_b Z)]: the mean of per-process medians
+    trials, hit, between = 150, 0, []
+    for t in range(trials):
+        r = S.nested_bootstrap(_processes(rng, 5, sigma_b), 0.5, n_boot=800, seed=t)
+        lo, hi = r["ci"]
+        hit += lo <= truth <= hi
+        between.append(r["components"]["between_cv"])
+    assert hit / trials >= 0.92
+    rms = math.sqrt(np.mean(np.square(between)))
+    if sigma_b == 0.0:
+        assert rms < 0.003  # the within-process CIs explain the scatter
+    else:
+        assert 0.75 * sigma_b < rms < 1.25 * sigma_b
+
+
+def test_nested_bootstrap_between_share_and_width():
+    rng = np.random.default_rng(8)
+    quiet = S.nested_bootstrap(_processes(rng, 8, 0.0), 0.5, seed=1)
+    noisy = S.nested_bootstrap(_processes(rng, 8, 0.05), 0.5, seed=1)
+    assert noisy["components"]["between_share"] > 0.9
+    assert quiet["components"]["between_share"] < 0.6
+    w = lambda r: (r["ci"][1] - r["ci"][0]) / r["estimate"]
+    assert w(noisy) > 5 * w(quiet)
+    assert noisy["k"] == 8 and len(noisy["per_repeat"]) == 8
+    groups = _processes(rng, 4, 0.02)
+    assert S.nested_bootstrap(groups, 0.5)["estimate"] == pytest.approx(np.mean([np.median(g) for g in groups]))
+
+
+def test_nested_bootstrap_one_process_is_the_within_interval_and_mean_stat():
+    rng = np.random.default_rng(3)
+    (g,) = _processes(rng, 1, 0.0, n=4000)
+    r = S.nested_bootstrap([g], 0.5, seed=0)
+    lo, hi = S.median_ci(g, is_sorted=False)
+    assert r["components"]["between_var"] is None and r["k"] == 1
+    assert (r["ci"][1] - r["ci"][0]) == pytest.approx(hi - lo, rel=0.35)
+    m = S.nested_bootstrap([g, g * 1.02], "mean", seed=0)
+    assert m["estimate"] == pytest.approx(np.mean(g) * 1.01)
+    with pytest.raises(ValueError):
+        S.nested_bootstrap([g], 1.5)
+    with pytest.raises(ValueError):
+        S.nested_bootstrap([], 0.5)
+
+
+def test_variance_components_by_hand():
+    c = S.variance_components([10.0, 12.0, 14.0], [1.0, 1.0, 1.0])
+    assert c["observed_var"] == pytest.approx(4.0) and c["between_var"] == pytest.approx(3.0)
+    assert c["between_share"] == pytest.approx(0.75) and c["between_cv"] == pytest.approx(math.sqrt(3) / 12)
+    c = S.variance_components([10.0, 10.1], [1.0, 1.0])
+    assert c["between_var"] == 0.0 and c["between_share"] == 0.0
+
+
+def test_repeats_test_false_alarms_and_power():
+    rng = np.random.default_rng(12)
+    sigma, k, trials = 0.03, 5, 4000
+    false = sum(S.repeats_test(np.exp(sigma * rng.standard_normal(k)),
+                               np.exp(sigma * rng.standard_normal(k)))["p_value"] < 0.01 for _ in range(trials))
+    assert 0.005 < false / trials < 0.02  # exact t-test: 1 %
+    slow = [S.repeats_test(np.exp(sigma * rng.standard_normal(k)),
+                           1.5 * np.exp(sigma * rng.standard_normal(k))) for _ in range(200)]
+    assert all(r["p_value"] < 0.002 and r["ci"][0] > 1.3 for r in slow)
+    r = S.repeats_test([1.0, 1.0], [1.0, 1.0])
+    assert r["p_value"] == 1.0 and r["ratio"] == 1.0
+    one = S.repeats_test([1.0], [1.1])
+    assert math.isnan(one["p_value"])
+    hist = S.repeats_test([1.0], [1.1], extra_sigma=0.01, extra_dof=20)
+    assert hist["dof"] == 20 and hist["p_value"] < 0.001
+
+
+def test_repeats_test_history_tightens():
+    rng = np.random.default_rng(13)
+    b, n = np.exp(0.02 * rng.standard_normal(3)), 1.06 * np.exp(0.02 * rng.standard_normal(3))
+    alone = S.repeats_test(b, n)
+    tight = S.repeats_test(b, n, extra_sigma=0.02, extra_dof=50)
+    assert tight["dof"] == alone["dof"] + 50
+    assert (tight["ci"][1] - tight["ci"][0]) < (alone["ci"][1] - alone["ci"][0])
