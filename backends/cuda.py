@@ -17,22 +17,39 @@ Runtimes
   cache. int8: TensorRT runs QDQ graphs as int8 engines; the CUDA EP has no int8 kernels
   for QDQ (it would dequantize and run fp32), so a QDQ graph without TensorRT is
   ``unsupported`` unless ``allow_qdq_emulation=1``; integer-op graphs (``MatMulInteger``...)
-  run with CPU fallback disabled, so a node the GPU cannot run makes the case
-  ``unsupported`` instead of running on the CPU. A CUDA EP that fails to load (missing
-  CUDA/cuDNN libraries) is an error, never a silent CPU run.
+  run on the GPU or not at all. Every ORT-CUDA session profiles one run at prepare and
+  records which nodes ran on which execution provider; a session with nodes on the CPU
+  is refused (``unsupported``, the nodes named) unless ``--option allow_cpu_fallback=1``,
+  and then the CPU nodes are recorded. IO-binding input buffers take the artifact's
+  resolved input shapes (only the batch dimension is the batch). A CUDA EP that fails to
+  load (missing CUDA/cuDNN libraries) is an error, never a silent CPU run.
 
 Timing
 ------
-The harness times each call end to end (``perf_counter`` around ``run`` + ``synchronize``:
-the synchronized wall time). Inside, the torch session records CUDA events around the
-host-to-device copy, the compute and the device-to-host copy of every call; onnxruntime
-has no event API, so its three parts are timed on the host around synchronous calls.
-``session.timings()`` reports those per-part distributions, device memory (torch
-allocator peak, NVML process/device use) and energy (NVML's total-energy counter over the
-measured window, else power sampled every 100 ms; ``null`` with the reason when neither
-works; recorded by the harness as the case's ``energy``). The harness wraps its measured
-window in the session's meter (``session.energy_meter()``), which marks the window for the
-per-part timings too; without NVML they cover every call after the first, and say so.
+The harness times each call end to end (``perf_counter`` around ``run``): ``run`` returns
+host numpy outputs, and the blocking device-to-host copy is the call's completion, so no
+``synchronize()`` follows it (the session does not override ``Session.synchronize``). That
+host figure is the case's ``latency_ns`` (end to end). Device time comes from CUDA events
+on the session's stream: a ring of event sets created once at prepare and reused (never
+created per call), recorded around the host-to-device copy, the compute and the
+device-to-host copy; a slot's elapsed times are read (``synchronize`` then
+``elapsed_time``) when the slot comes round again or when the window closes.
+``session.timings()`` reports those per-part distributions (``device_ns``: h2d, compute,
+d2h, total) next to the instrument's own cost, measured at prepare on a null kernel
+(``timing_overhead``: host time of a null kernel with and without the four event records).
+onnxruntime has no event API, so its three parts are timed on the host around synchronous
+calls. Also reported: device memory (torch allocator peak, NVML process/device use) and
+energy (NVML's total-energy counter over the measured window, else power sampled every
+100 ms; ``null`` with the reason when neither works or a reading fails -- the latency is
+kept). The harness wraps its measured window in the session's meter
+(``session.energy_meter()``), which marks the window for the per-part timings too; without
+NVML they cover every call after the first, and say so.
+
+Device selection: ``--option device=N`` (a CUDA index, validated in the parent) is made
+current with ``torch.cuda.set_device`` before any event, stream, graph or capability
+query; onnxruntime gets ``device_id``; NVML is opened by the device's UUID (from torch, or
+the CUDA driver for onnxruntime), never by an index that may name another GPU; the device
+description and the comparability key name device N.
 
 Device description (no torch import in the parent): GPU name, UUID, memory, SM count,
 compute capability, driver, CUDA driver/runtime and cuDNN versions, clocks, power limit,
@@ -45,8 +62,10 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -59,9 +78,8 @@ from backends.base import Availability, Backend, Session, UnsupportedCase, dist_
 RUNTIMES = ("torch", "onnxruntime")
 _ORT_GPU_DISTS = ("onnxruntime-gpu", "onnxruntime-training", "onnxruntime")
 _MAX_EVENT_CALLS = 200_000
-
-
-
+_EVENT_RING = 256  # event sets created once per session; a slot is read when it comes round again
+_NULL_KERNEL_CALLS = 200
 
 
 def _truthy(v) -> bool:
@@ -128,6 +146,49 @@ def visible_gpus(gpus: Sequence[dict], cuda_visible_devices: str | None) -> list
             break
         out.append(match[0])
     return out
+
+
+def format_cuda_uuid(raw: bytes) -> str:
+    """16 raw bytes of a ``CUuuid`` as NVML spells a GPU's UUID (``GPU-xxxxxxxx-xxxx-...``)."""
+    h = bytes(raw[:16]).hex()
+    return f"GPU-{h[0:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
+
+
+def driver_device_uuid(index: int, lib=None) -> tuple[str | None, str | None]:
+    """(UUID, None) of CUDA device ``index`` as the CUDA driver numbers it (after
+    ``CUDA_VISIBLE_DEVICES`` and ``CUDA_DEVICE_ORDER``), or (None, reason). Uses libcuda's
+    ``cuInit``/``cuDeviceGet``/``cuDeviceGetUuid`` through ctypes (no context is created);
+    ``lib`` is injectable for tests. Only called in the worker that runs the case."""
+    import ctypes
+
+    if lib is None:
+        try:
+            lib = ctypes.CDLL("libcuda.so.1")
+        except OSError as exc:
+            return None, f"libcuda.so.1 not loadable: {exc}"
+    try:
+        if lib.cuInit(0) != 0:
+            return None, "cuInit failed"
+        dev = ctypes.c_int(0)
+        if lib.cuDeviceGet(ctypes.byref(dev), int(index)) != 0:
+            return None, f"no CUDA device {index}"
+        buf = ctypes.create_string_buffer(16)
+        if lib.cuDeviceGetUuid(buf, dev) != 0:
+            return None, "cuDeviceGetUuid failed"
+        return format_cuda_uuid(buf.raw), None
+    except Exception as exc:  # noqa: BLE001 - a missing symbol, an odd driver
+        return None, f"CUDA driver query failed: {type(exc).__name__}: {exc}"
+
+
+def torch_device_uuid(cuda, index: int) -> str | None:
+    """The UUID torch reports for device ``index`` (``GPU-`` prefixed as NVML wants), or None."""
+    try:
+        u = str(cuda.get_device_properties(index).uuid)
+    except Exception:  # noqa: BLE001 - older torch: no uuid property
+        return None
+    if not u or u == "None":
+        return None
+    return u if u.startswith(("GPU-", "MIG-")) else f"GPU-{u}"
 
 
 def _gpus() -> list[dict]:
@@ -275,12 +336,14 @@ def parse_smi_describe(text: str) -> list[dict]:
 
 
 _TORCH_PROBE = r"""
-import json, torch
+import json, sys, torch
+i = int(sys.argv[1]) if len(sys.argv) > 1 else 0
 out = {"cuda_available": torch.cuda.is_available(), "torch": torch.__version__, "cuda_runtime": torch.version.cuda}
 if out["cuda_available"]:
-    p = torch.cuda.get_device_properties(0)
+    torch.cuda.set_device(i)
+    p = torch.cuda.get_device_properties(i)
     out.update(name=p.name, sm_count=p.multi_processor_count, compute_capability=f"{p.major}.{p.minor}",
-               total_memory=p.total_memory, uuid=str(getattr(p, "uuid", "")) or None,
+               total_memory=p.total_memory, uuid=str(getattr(p, "uuid", "")) or None, index=i,
                cudnn=torch.backends.cudnn.version(), device_count=torch.cuda.device_count(),
                bf16=torch.cuda.is_bf16_supported())
 print(json.dumps(out))
@@ -289,20 +352,21 @@ print(json.dumps(out))
 _PROBE_CACHE: dict = {}
 
 
-def torch_probe(timeout_s: float = 120.0) -> dict | None:
-    """SM count, CUDA runtime and cuDNN versions from a short torch subprocess (the parent never
-    initialises CUDA); None when it cannot run."""
-    if "torch" in _PROBE_CACHE:
-        return _PROBE_CACHE["torch"]
+def torch_probe(index: int = 0, timeout_s: float = 120.0) -> dict | None:
+    """SM count, UUID, CUDA runtime and cuDNN versions of CUDA device ``index`` from a short
+    torch subprocess (the parent never initialises CUDA); None when it cannot run."""
+    key = ("torch", int(index))
+    if key in _PROBE_CACHE:
+        return _PROBE_CACHE[key]
     res = None
     try:
-        proc = subprocess.run([sys.executable, "-c", _TORCH_PROBE], capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, "-c", _TORCH_PROBE, str(int(index))], capture_output=True, text=True,
                               timeout=timeout_s, check=False)
         if proc.returncode == 0:
             res = json.loads(proc.stdout.strip().splitlines()[-1])
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         res = None
-    _PROBE_CACHE["torch"] = res
+    _PROBE_CACHE[key] = res
     return res
 
 
@@ -427,34 +491,41 @@ class EnergyMeter:
 
 
 def _nvml_handle(nvml, cuda_index: int, uuid: str | None = None):
-    """The NVML handle of CUDA device ``cuda_index`` (through CUDA_VISIBLE_DEVICES / UUID)."""
+    """(handle, how) of CUDA device ``cuda_index`` in NVML.
+
+    By the device's UUID (CUDA and NVML may number GPUs differently: CUDA_VISIBLE_DEVICES,
+    CUDA_DEVICE_ORDER=FASTEST_FIRST). Without a UUID only an unambiguous case is accepted:
+    a CUDA_VISIBLE_DEVICES entry that is itself a UUID, or a machine with one GPU. Raises
+    with the reason otherwise (the caller records energy/memory as unavailable).
+    """
     if uuid:
-        try:
-            return nvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}")
-        except Exception:  # noqa: BLE001
-            pass
+        u = uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
+        return nvml.nvmlDeviceGetHandleByUUID(u), "uuid"
     vis = os.environ.get("CUDA_VISIBLE_DEVICES")
     if vis is not None:
         toks = [t.strip() for t in vis.split(",") if t.strip()]
-        if cuda_index < len(toks):
-            tok = toks[cuda_index]
-            if tok.isdigit():
-                return nvml.nvmlDeviceGetHandleByIndex(int(tok))
-            return nvml.nvmlDeviceGetHandleByUUID(tok)
-    return nvml.nvmlDeviceGetHandleByIndex(cuda_index)
+        if cuda_index < len(toks) and toks[cuda_index].startswith(("GPU-", "MIG-")):
+            return nvml.nvmlDeviceGetHandleByUUID(toks[cuda_index]), "uuid (CUDA_VISIBLE_DEVICES)"
+    count = nvml.nvmlDeviceGetCount()
+    if int(count) == 1 and cuda_index == 0:
+        return nvml.nvmlDeviceGetHandleByIndex(0), "the only GPU"
+    raise RuntimeError(f"the UUID of CUDA device {cuda_index} is unknown and NVML sees {count} GPUs: not opened "
+                       "by index (CUDA and NVML may number them differently)")
 
 
 class DeviceMonitor:
-    """Memory and energy bookkeeping of one session (NVML optional)."""
+    """Memory and energy bookkeeping of one session (NVML optional), on the session's GPU."""
 
     def __init__(self, cuda_index: int = 0, uuid: str | None = None, nvml=None):
         self.nvml, reason = (nvml, None) if nvml is not None else _nvml()
         self.handle = None
         self.reason = reason
+        self.uuid = uuid
+        self.opened_by = None
         mig = False
         if self.nvml is not None:
             try:
-                self.handle = _nvml_handle(self.nvml, cuda_index, uuid)
+                self.handle, self.opened_by = _nvml_handle(self.nvml, cuda_index, uuid)
                 try:
                     mig = bool(self.nvml.nvmlDeviceIsMigDeviceHandle(self.handle))
                 except Exception:  # noqa: BLE001
@@ -465,7 +536,8 @@ class DeviceMonitor:
                                   mig=mig)
 
     def memory(self) -> dict:
-        out = {"nvml_process_used_bytes": None, "nvml_device_used_bytes": None, "nvml_reason": self.reason}
+        out = {"nvml_process_used_bytes": None, "nvml_device_used_bytes": None, "nvml_reason": self.reason,
+               "nvml_device_uuid": self.uuid, "nvml_opened_by": self.opened_by}
         if self.handle is None:
             return out
         try:
@@ -490,6 +562,12 @@ class _Window:
     ``stop()``, see :func:`harness.energy.measure_energy`); the meter marks the window here,
     so warm-up and the accuracy pass are left out. Without a working meter (no NVML) the
     window is every call after the first, and the record says so.
+
+    ``book(item, batch)`` counts a call and returns where its figures belong (``"first"``,
+    ``"window"`` or None); a session that reads its figures later (CUDA events) hands them
+    over with ``put(token, item)``. ``flush`` (set by such a session) is called before the
+    window opens and when it closes -- outside the timed loop -- so nothing pending is lost
+    or misfiled.
     """
 
     def __init__(self, limit: int = _MAX_EVENT_CALLS):
@@ -500,32 +578,43 @@ class _Window:
         self.first = None
         self.items: list = []
         self.calls = self.inferences = self.dropped = 0
+        self.flush: Callable[[], None] | None = None
 
-    def book(self, item, batch: int) -> None:
+    def book(self, item, batch: int):
         if not self.seen_first:
             self.seen_first = True
-            self.first = item
             if not self.marked:
                 self.open = True
-            return
+            self.put("first", item)
+            return "first"
         if not self.open:
-            return
+            return None
         self.calls += 1
         self.inferences += batch
-        if item is None:
+        self.put("window", item)
+        return "window"
+
+    def put(self, token, item) -> None:
+        if item is None or token is None:
             return
-        if len(self.items) < self.limit:
+        if token == "first":
+            self.first = item
+        elif len(self.items) < self.limit:
             self.items.append(item)
         else:
             self.dropped += 1
 
     def mark_start(self) -> None:
+        if self.flush is not None:
+            self.flush()
         self.marked = True
         self.open = True
         self.items = []
         self.calls = self.inferences = self.dropped = 0
 
     def mark_stop(self) -> None:
+        if self.flush is not None:
+            self.flush()
         self.open = False
 
     @property
@@ -533,6 +622,52 @@ class _Window:
         return ("the measured window" if self.marked else
                 "every call after the first (warm-up, measurement and the accuracy pass: no NVML meter marked "
                 "the measured window)")
+
+
+class EventRing:
+    """CUDA event sets created once and reused: ``size`` slots of ``parts + 1`` timing events.
+
+    ``take()`` returns the next slot's events; if the slot still holds a booked call, its
+    figures are read first (last event ``synchronize()`` -> ``elapsed_time``), so reading
+    costs the same on every call and never touches an event that is not complete.
+    ``drain()`` reads every pending slot (outside the timed loop). Elapsed times are
+    converted from milliseconds to nanoseconds: part_k = t(e_{k+1}) - t(e_k), total =
+    t(e_last) - t(e_0).
+    """
+
+    def __init__(self, cuda, size: int, names: Sequence[str]):
+        self.names = tuple(names)
+        self.events = [[cuda.Event(enable_timing=True) for _ in range(len(self.names) + 1)] for _ in range(size)]
+        self.pending: list = [None] * size  # (window, token) of the call the slot holds
+        self.i = -1
+
+    def take(self):
+        self.i = (self.i + 1) % len(self.events)
+        if self.pending[self.i] is not None:
+            self._read(self.i)
+        return self.events[self.i]
+
+    def hold(self, window: _Window, token) -> None:
+        if token is not None:
+            self.pending[self.i] = (window, token)
+
+    def _read(self, i: int) -> None:
+        window, token = self.pending[i]
+        self.pending[i] = None
+        window.put(token, self.elapsed(self.events[i]))
+
+    def elapsed(self, ev) -> dict:
+        ev[-1].synchronize()
+        out = {k: ev[j].elapsed_time(ev[j + 1]) * 1e6 for j, k in enumerate(self.names)}
+        out["total"] = ev[0].elapsed_time(ev[-1]) * 1e6
+        return out
+
+    def drain(self) -> None:
+        n = len(self.events)
+        for k in range(1, n + 1):  # oldest first
+            i = (self.i + k) % n
+            if self.pending[i] is not None:
+                self._read(i)
 
 
 class NvmlEnergyMeter:
@@ -582,9 +717,16 @@ def _no_energy(monitor) -> dict:
 
 class TorchCudaSession(Session):
     """A torch module on a CUDA device. ``cuda`` (the ``torch.cuda`` API) and ``device`` are
-    injectable so the control flow is testable on the CPU with a fake ``cuda``."""
+    injectable so the control flow is testable on the CPU with a fake ``cuda``.
+
+    Order of things: the device is made current (``set_device``) before any stream, event,
+    graph or capability query; the event ring and the null-kernel overhead measurement come
+    after the model is on the device. ``run`` = [e0] H2D [e1] compute [e2] D2H (blocking
+    ``.cpu()``: the call's completion) [e3]; no ``synchronize`` afterwards.
+    """
 
     DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+    PARTS = ("h2d", "compute", "d2h")
 
     def __init__(self, module, *, torch, precision: str, batch: int, inputs_meta: list[dict],
                  options: Mapping[str, Any], cuda=None, device=None, monitor: DeviceMonitor | None = None,
@@ -593,6 +735,8 @@ class TorchCudaSession(Session):
         self._torch = torch
         self._cuda = cuda if cuda is not None else torch.cuda
         index = int(options.get("device", 0))
+        self._index = index
+        self._cuda.set_device(index)  # first: events, streams, graphs and queries below refer to device N
         self._dev = device if device is not None else torch.device("cuda", index)
         self._batch = batch
         self._names = [i["name"] for i in inputs_meta]
@@ -606,6 +750,8 @@ class TorchCudaSession(Session):
             raise UnsupportedCase(f"cuda/torch: amp must be cast or autocast, got {amp!r}")
         if int8 is None and precision not in self.DTYPES:
             raise UnsupportedCase(f"cuda/torch: no {precision} path")
+        if precision == "bf16" and not self._cuda.is_bf16_supported():
+            raise UnsupportedCase(f"cuda/torch: GPU {index} has no bf16 arithmetic (compute capability < 8.0)")
         dtype = getattr(torch, self.DTYPES.get(precision, "float32"))
         self._dtype = dtype
         self._autocast = precision in ("fp16", "bf16") and amp == "autocast"
@@ -618,6 +764,7 @@ class TorchCudaSession(Session):
             backends.cudnn.allow_tf32 = tf32
             backends.cuda.matmul.allow_tf32 = tf32
         _safe_call(lambda: self._cuda.reset_peak_memory_stats(self._dev))
+        self._stream = self._cuda.current_stream()  # the device's default stream: where run() works
         module = module.eval()
         if int8 is not None:
             module = int8["apply"](module.to(self._dev))
@@ -632,6 +779,10 @@ class TorchCudaSession(Session):
         graphs = _truthy(options.get("cuda_graphs", 0))
         if graphs:
             self._capture(inputs_meta)
+        self._ring = EventRing(self._cuda, _EVENT_RING, self.PARTS) if self._events else None
+        if self._ring is not None:
+            self._window.flush = self._ring.drain
+        self._overhead = self._timing_overhead() if self._events else None
         props = {}
         try:
             p = self._cuda.get_device_properties(self._dev)
@@ -640,14 +791,18 @@ class TorchCudaSession(Session):
         except Exception:  # noqa: BLE001
             pass
         self.info = {
-            "runtime": "torch", "device": str(self._dev), "mode": "compile" if compile_on else "eager",
+            "runtime": "torch", "device": str(self._dev), "device_index": index,
+            "mode": "compile" if compile_on else "eager",
             "compile_mode": compile_mode if compile_on else None, "cuda_graphs": graphs,
             "dtype": str(dtype).replace("torch.", "") if int8 is None else None,
             "precision_mode": (int8 or {}).get("mode") or ("autocast" if self._autocast else
                                                             ("cast" if self._cast_inputs else "fp32")),
             "int8": {k: v for k, v in (int8 or {}).items() if k != "apply"} or None,
             "cudnn_benchmark": cudnn_bench, "tf32": tf32, "inference_mode": True,
-            "timing": "cuda_events" if self._events else "host only",
+            "timing": (f"cuda_events (a ring of {_EVENT_RING} event sets created at prepare, 4 records per call) "
+                       "+ host end to end" if self._events else "host end to end only"),
+            "completion": "the blocking device-to-host copy of the outputs (no synchronize after it)",
+            "timing_overhead": self._overhead,
             "torch_version": getattr(torch, "__version__", None),
             "cuda_runtime_version": getattr(getattr(torch, "version", None), "cuda", None),
             "cudnn_version": _safe_call(lambda: torch.backends.cudnn.version()),
@@ -674,6 +829,45 @@ class TorchCudaSession(Session):
         with cuda.graph(self._graph), torch.inference_mode():
             self._static_out = self._forward(self._static_in)
 
+    def _timing_overhead(self) -> dict:
+        """What the instrument costs, on a null kernel (a one-element fill on the device).
+
+        host_null_ns: p50 host time of [kernel, stream sync]; host_null_with_events_ns: the
+        same with the four event records of a call around it (and the slot read the ring
+        does); events_overhead_ns = the difference (>= 0 not forced: a negative value means
+        below the timer's noise); device_null_ns: p50 of the events' own total on the null
+        kernel (their resolution floor). Measured before the first call; not in any window.
+        """
+        torch, s = self._torch, self._stream
+        x = torch.zeros(1, device=self._dev)
+        ns = time.perf_counter_ns
+        plain, timed, device = [], [], []
+        scratch = _Window()
+        scratch.seen_first = scratch.open = True
+        for _ in range(_NULL_KERNEL_CALLS):
+            t0 = ns()
+            x.fill_(0.0)
+            s.synchronize()
+            plain.append(ns() - t0)
+        for _ in range(_NULL_KERNEL_CALLS):
+            t0 = ns()
+            ev = self._ring.take()
+            ev[0].record(s)
+            ev[1].record(s)
+            x.fill_(0.0)
+            ev[2].record(s)
+            ev[3].record(s)
+            s.synchronize()
+            self._ring.hold(scratch, "window")
+            timed.append(ns() - t0)
+        self._ring.drain()
+        device = [item["total"] for item in scratch.items]
+        p50 = lambda v: float(np.percentile(np.asarray(v, dtype=np.float64), 50)) if v else None  # noqa: E731
+        a, b = p50(plain), p50(timed)
+        return {"calls": _NULL_KERNEL_CALLS, "host_null_ns": a, "host_null_with_events_ns": b,
+                "events_overhead_ns": (b - a) if a is not None and b is not None else None,
+                "device_null_ns": p50(device), "kernel": "fill_ of a 1-element tensor on the session's stream"}
+
     def _forward(self, xs):
         torch = self._torch
         if self._autocast:
@@ -687,52 +881,47 @@ class TorchCudaSession(Session):
     def run(self, inputs):
         torch = self._torch
         arrays = [inputs[n] for n in self._names] if set(self._names) <= set(inputs) else list(inputs.values())
-        ev = [self._cuda.Event(enable_timing=True) for _ in range(4)] if self._events else None
+        s = self._stream
+        ev = self._ring.take() if self._ring is not None else None
         if ev:
-            ev[0].record()
+            ev[0].record(s)
         if self._graph is not None:
             for buf, a in zip(self._static_in, arrays):
                 buf.copy_(torch.from_numpy(a))  # host -> device (and the cast) into the captured input
             if ev:
-                ev[1].record()
+                ev[1].record(s)
             self._graph.replay()
             outs = self._static_out
         else:
             xs = [torch.from_numpy(a).to(self._dev) for a in arrays]
             if ev:
-                ev[1].record()
+                ev[1].record(s)
             if self._cast_inputs:
                 xs = [x.to(self._dtype) if x.is_floating_point() else x for x in xs]
             with torch.inference_mode():
                 outs = self._forward(xs)
         if ev:
-            ev[2].record()
-        host = [o.cpu().numpy() for o in outs]  # blocking copy: the outputs are on the host
+            ev[2].record(s)
+        host = [o.cpu().numpy() for o in outs]  # blocking copy: the outputs are on the host, the call complete
         if ev:
-            ev[3].record()
-        self._window.book(ev, self._batch)
+            ev[3].record(s)
+            self._ring.hold(self._window, self._window.book(None, self._batch))
+        else:
+            self._window.book(None, self._batch)
         return host
-
-    def synchronize(self):
-        self._cuda.synchronize()
 
     def energy_meter(self):
         return self._meter
 
-    @staticmethod
-    def _elapsed(ev) -> dict:
-        ms = [ev[0].elapsed_time(ev[1]), ev[1].elapsed_time(ev[2]), ev[2].elapsed_time(ev[3]),
-              ev[0].elapsed_time(ev[3])]
-        return {k: v * 1e6 for k, v in zip(("h2d", "compute", "d2h", "total"), ms)}
-
     def timings(self):
         if self._summary is not None:
             return self._summary
-        self._cuda.synchronize()  # every recorded event has completed
+        if self._ring is not None:
+            self._ring.drain()  # every pending slot: synchronize -> elapsed_time
         w = self._window
         parts: dict[str, list] = {"h2d": [], "compute": [], "d2h": [], "total": []}
-        for ev in w.items:
-            for k, v in self._elapsed(ev).items():
+        for item in w.items:
+            for k, v in item.items():
                 parts[k].append(v)
         mem = {"torch_peak_allocated_bytes": _safe_call(lambda: int(self._cuda.max_memory_allocated(self._dev))),
                "torch_peak_reserved_bytes": _safe_call(lambda: int(self._cuda.max_memory_reserved(self._dev)))}
@@ -740,8 +929,11 @@ class TorchCudaSession(Session):
             mem.update(self._monitor.memory())
         return {"method": "cuda_events" if self._events else None, "unit": "ns", "scope": w.scope,
                 "calls": w.calls, "inferences": w.inferences, "dropped_event_samples": w.dropped,
-                "device_ns": {k: summarize_ns(v) for k, v in parts.items()},
-                "first_call_device_ns": self._elapsed(w.first) if w.first is not None else None,
+                "device_ns": {k: summarize_ns(v) for k, v in parts.items()} if self._events else None,
+                "end_to_end": "the case's latency_ns: host perf_counter around run(), completion included",
+                "first_call_device_ns": w.first,
+                "timing_overhead": self._overhead,
+                "device_index": self._index,
                 "memory": mem,
                 "energy_detail": (self._meter.detail if self._meter is not None and self._meter.detail else
                                   _no_energy(self._monitor))}
@@ -750,6 +942,7 @@ class TorchCudaSession(Session):
         self._summary = self.timings()  # the harness reads timings() after close()
         self._module = None
         self._graph = None
+        self._ring = None
         self._window.items = []
 
 
@@ -779,11 +972,16 @@ class OrtCudaSession(Session):
         if "CUDAExecutionProvider" not in available:
             raise UnsupportedCase(f"cuda/onnxruntime: this onnxruntime has no CUDA EP (providers: {available})")
         plan = plan_ort_precision(precision, quantization, use_trt, options)
+        shapes = resolved_input_shapes(inputs_meta, batch)  # before any GPU work: a bad shape is one line
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.add_session_config_entry("session.disable_cpu_ep_fallback", "1" if plan["strict"] else "0")
+        # bench checks the placement itself (profiled below) so it can name the nodes that ran on the CPU
+        so.add_session_config_entry("session.disable_cpu_ep_fallback", "0")
+        profile_dir = tempfile.mkdtemp(prefix="bench-ort-profile-")
+        so.enable_profiling = True
+        so.profile_file_prefix = os.path.join(profile_dir, "placement")
         cuda_opts = {"device_id": device_id,
                      "cudnn_conv_algo_search": str(options.get("cudnn_conv_algo_search", "EXHAUSTIVE")),
                      "do_copy_in_default_stream": "1"}
@@ -797,48 +995,56 @@ class OrtCudaSession(Session):
                 trt_opts["trt_engine_cache_path"] = cache_dir
             providers.append(("TensorrtExecutionProvider", trt_opts))
         providers.append(("CUDAExecutionProvider", cuda_opts))
-        if not plan["strict"]:
-            providers.append("CPUExecutionProvider")
+        providers.append("CPUExecutionProvider")
         try:
             self._sess = ort.InferenceSession(path, so, providers=providers)
-        except Exception as exc:  # noqa: BLE001
-            if plan["strict"]:
-                raise UnsupportedCase(f"cuda/onnxruntime: the {precision} graph does not run entirely on the GPU "
-                                      f"(CPU fallback disabled): {str(exc).splitlines()[0][:300]}") from None
+        except Exception:
+            shutil.rmtree(profile_dir, ignore_errors=True)
             raise
         got = list(self._sess.get_providers())
         if "CUDAExecutionProvider" not in got and "TensorrtExecutionProvider" not in got:
+            shutil.rmtree(profile_dir, ignore_errors=True)
             raise RuntimeError(f"onnxruntime could not load its CUDA EP (CUDA/cuDNN libraries missing?); "
                                f"session providers: {got}")
+        metas = {m.name: m for m in self._sess.get_inputs()}
+        for name in shapes:
+            if name not in metas:
+                shutil.rmtree(profile_dir, ignore_errors=True)
+                raise UnsupportedCase(f"cuda/onnxruntime: the artifact names input {name!r}, the graph has "
+                                      f"{sorted(metas)}")
+        # one profiled run on zeros of the resolved shapes: which node ran on which execution provider
+        try:
+            self._sess.run(None, {n: np.zeros(shp, dtype=_ORT_NP[metas[n].type]) for n, shp in shapes.items()})
+            placement = parse_ort_profile(self._sess.end_profiling())
+        finally:
+            shutil.rmtree(profile_dir, ignore_errors=True)
+        if placement["cpu_nodes"] and not plan["allow_cpu"]:
+            raise UnsupportedCase(
+                f"cuda/onnxruntime: {len(placement['cpu_nodes'])} node(s) ran on the CPU "
+                f"({placement_summary(placement)}); pass --option allow_cpu_fallback=1 to measure it anyway")
         self._names = [i["name"] for i in inputs_meta]
         self._in = {}
-        for meta in self._sess.get_inputs():
-            shape = [batch if not isinstance(d, int) else d for d in meta.shape]
-            self._in[meta.name] = ort.OrtValue.ortvalue_from_shape_and_type(shape, _ORT_NP[meta.type], "cuda",
-                                                                             device_id)
+        for name, shape in shapes.items():
+            self._in[name] = ort.OrtValue.ortvalue_from_shape_and_type(shape, _ORT_NP[metas[name].type], "cuda",
+                                                                       device_id)
         self._binding = self._sess.io_binding()
         for name, v in self._in.items():
             self._binding.bind_ortvalue_input(name, v)
-        self._outs = []
-        for meta in self._sess.get_outputs():
-            shape = [batch if (i == 0 and not isinstance(d, int)) else d for i, d in enumerate(meta.shape)]
-            if all(isinstance(d, int) for d in shape) and meta.type in _ORT_NP:
-                v = ort.OrtValue.ortvalue_from_shape_and_type(shape, _ORT_NP[meta.type], "cuda", device_id)
-                self._binding.bind_ortvalue_output(meta.name, v)
-                self._outs.append(v)
-            else:
-                self._binding.bind_output(meta.name, "cuda", device_id)
-                self._outs.append(None)
+        for meta in self._sess.get_outputs():  # onnxruntime allocates outputs on the device (shapes may be dynamic)
+            self._binding.bind_output(meta.name, "cuda", device_id)
         self._batch = batch
         self._monitor = monitor
         self._window = _Window()
         self._meter = NvmlEnergyMeter(monitor, self._window) if monitor is not None else None
         self._summary = None
         self.info = {
-            "runtime": "onnxruntime", "providers": got,
+            "runtime": "onnxruntime", "providers": got, "device_index": device_id,
             "requested_providers": [p if isinstance(p, str) else p[0] for p in providers],
             "tensorrt": use_trt, "cuda_provider_options": cuda_opts, "io_binding": True,
-            "cpu_ep_fallback": "disabled" if plan["strict"] else "allowed",
+            "input_shapes": {k: list(v) for k, v in shapes.items()},
+            "cpu_ep_fallback": ("none: every node ran on the GPU" if not placement["cpu_nodes"] else
+                                f"allowed (--option allow_cpu_fallback=1): {placement_summary(placement)}"),
+            "placement": placement,
             "precision_mode": plan["mode"], "quantization": quantization,
             "intra_op_num_threads": threads, "inter_op_num_threads": 1,
             "timing": "host_synchronized (perf_counter around the synchronous copy / Run / copy calls)",
@@ -855,10 +1061,7 @@ class OrtCudaSession(Session):
         self._sess.run_with_iobinding(self._binding)
         self._binding.synchronize_outputs()
         t2 = ns()
-        if any(v is None for v in self._outs):
-            host = self._binding.copy_outputs_to_cpu()
-        else:
-            host = [v.numpy() for v in self._outs]  # device -> host
+        host = self._binding.copy_outputs_to_cpu()  # device -> host
         t3 = ns()
         self._window.book({"h2d": t1 - t0, "compute": t2 - t1, "d2h": t3 - t2, "total": t3 - t0}, self._batch)
         return host
@@ -897,10 +1100,14 @@ _ORT_NP = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(d
 
 
 def plan_ort_precision(precision: str, quantization: dict | None, use_trt: bool, options: Mapping[str, Any]) -> dict:
-    """How onnxruntime on the GPU realises ``precision`` -- or why it cannot (UnsupportedCase)."""
-    strict = not _truthy(options.get("cpu_fallback", 1))
+    """How onnxruntime on the GPU realises ``precision`` -- or why it cannot (UnsupportedCase).
+
+    ``allow_cpu``: whether nodes may run on the CPU (``--option allow_cpu_fallback=1``);
+    never for int8 integer-op graphs (their point is the GPU's integer kernels).
+    """
+    allow = _truthy(options.get("allow_cpu_fallback", 0))
     if precision in ("fp32", "fp16"):
-        return {"mode": precision + (" (TensorRT)" if use_trt else " (CUDA EP)"), "strict": strict}
+        return {"mode": precision + (" (TensorRT)" if use_trt else " (CUDA EP)"), "allow_cpu": allow}
     if precision == "bf16":
         raise UnsupportedCase("cuda/onnxruntime: no bf16 execution for these graphs (use --runtime torch)")
     if precision != "int8":
@@ -909,16 +1116,70 @@ def plan_ort_precision(precision: str, quantization: dict | None, use_trt: bool,
         raise UnsupportedCase("cuda/onnxruntime: the case is int8 but the graph has no quantized ops; refusing to "
                               "run it as float")
     if use_trt:
-        return {"mode": "int8 (TensorRT engine built from the QDQ graph)", "strict": True}
+        return {"mode": "int8 (TensorRT engine built from the QDQ graph)", "allow_cpu": False}
     if quantization["mode"] in ("qdq", "mixed"):
         if _truthy(options.get("allow_qdq_emulation", 0)):
             return {"mode": "int8 QDQ emulated on the CUDA EP (dequantize -> fp32 op -> quantize; no int8 kernels)",
-                    "strict": strict}
+                    "allow_cpu": allow}
         raise UnsupportedCase("cuda/onnxruntime: the CUDA EP runs a QDQ graph as dequantize -> fp32 op -> quantize "
                               "(no int8 kernels); install TensorRT (TensorrtExecutionProvider) for int8, or pass "
                               "--option allow_qdq_emulation=1 to measure the emulation")
-    return {"mode": "int8 integer ops on the CUDA EP (MatMulInteger/ConvInteger kernels), CPU fallback disabled",
-            "strict": True}
+    return {"mode": "int8 integer ops on the CUDA EP (MatMulInteger/ConvInteger kernels), no CPU fallback",
+            "allow_cpu": False}
+
+
+def resolved_input_shapes(inputs_meta: Sequence[dict], batch: int) -> dict[str, list[int]]:
+    """The IO-binding buffer shape of each input: the artifact's resolved shape with its
+    batch dimension (dimension 0, ``None`` or symbolic) set to ``batch``. Any other
+    dimension that is not a number is an error naming the input (a dynamic non-batch
+    dimension must be given with ``--input-shape``; it is never guessed to be the batch)."""
+    out = {}
+    for meta in inputs_meta:
+        shape = list(meta["shape"])
+        if not shape:
+            out[meta["name"]] = []
+            continue
+        dims = [int(batch) if (i == 0 and not isinstance(d, int)) else d for i, d in enumerate(shape)]
+        bad = [i for i, d in enumerate(dims) if not isinstance(d, int) or d < 0]
+        if bad:
+            raise UnsupportedCase(f"cuda/onnxruntime: input {meta['name']!r} has unresolved dimension(s) "
+                                  f"{bad} in shape {shape}; give them with --input-shape")
+        out[meta["name"]] = dims
+    return out
+
+
+def parse_ort_profile(path: str) -> dict:
+    """Which node ran on which execution provider, from an onnxruntime profile (JSON list of
+    trace events; node kernels are ``cat: "Node"`` events named ``<node>_kernel_time`` with
+    ``args.provider`` and ``args.op_name``)."""
+    try:
+        events = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        return {"source": "onnxruntime profiling", "error": f"profile not readable: {exc}", "by_provider": {},
+                "cpu_nodes": []}
+    by_provider: dict[str, int] = {}
+    cpu_nodes, seen = [], set()
+    for e in events if isinstance(events, list) else []:
+        if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time"):
+            continue
+        args = e.get("args") or {}
+        prov = args.get("provider")
+        node = e["name"][: -len("_kernel_time")]
+        if prov is None or node in seen:
+            continue
+        seen.add(node)
+        by_provider[prov] = by_provider.get(prov, 0) + 1
+        if prov == "CPUExecutionProvider":
+            cpu_nodes.append({"name": node, "op": args.get("op_name")})
+    return {"source": "onnxruntime profiling of one run at prepare", "by_provider": by_provider,
+            "cpu_nodes": cpu_nodes[:200], "cpu_node_count": len(cpu_nodes)}
+
+
+def placement_summary(placement: dict) -> str:
+    ops: dict[str, int] = {}
+    for n in placement["cpu_nodes"]:
+        ops[str(n["op"])] = ops.get(str(n["op"]), 0) + 1
+    return "CPU ops: " + ", ".join(f"{k} x{v}" for k, v in sorted(ops.items()))
 
 
 # ----------------------------------------------------------------------------- torch int8
@@ -967,6 +1228,31 @@ class CUDABackend(Backend):
 
     def __init__(self):
         super().__init__(name="cuda", runtimes=RUNTIMES, default_runtime="torch")
+        self.device_index = 0
+
+    def check_options(self, options: Mapping[str, Any] | None) -> None:
+        """Validate ``--option`` values in the parent (one-line BenchError) and remember the
+        device index, so the description and the comparability key name that GPU."""
+        from harness.errors import BenchError
+
+        options = dict(options or {})
+        raw = options.get("device", 0)
+        try:
+            index = int(str(raw))
+        except ValueError:
+            raise BenchError(f"--option device={raw}: expected a CUDA device index (0, 1, ...)") from None
+        gpus = self.gpus()
+        if index < 0 or (gpus and index >= len(gpus)):
+            raise BenchError(f"--option device={raw}: {len(gpus)} CUDA device(s) visible here (0..{len(gpus) - 1})")
+        for key in ("allow_cpu_fallback", "allow_qdq_emulation", "events", "cuda_graphs", "compile"):
+            if key in options and str(options[key]).strip().lower() not in ("0", "1", "true", "false", "yes", "no",
+                                                                             "on", "off"):
+                raise BenchError(f"--option {key}={options[key]}: expected 0 or 1")
+        self.device_index = index
+
+    def _gpu(self) -> dict | None:
+        gpus = self.gpus()
+        return gpus[self.device_index] if self.device_index < len(gpus) else None
 
     def availability(self) -> Availability:
         return availability_from(self.gpus(), self.torch_info(), self.ort_info())
@@ -976,31 +1262,38 @@ class CUDABackend(Backend):
 
     def describe(self) -> dict:
         gpus = self.gpus()
-        gpu = gpus[0] if gpus else None
+        gpu = self._gpu()
+        torch_info = self.torch_info()
+        probe = torch_probe(self.device_index) if (gpu is not None and torch_info.get("cuda")) else None
+        uuid = (probe or {}).get("uuid") or (gpu or {}).get("uuid")
         facts = None
         nvml, _ = _nvml()
         if nvml is not None and gpu is not None:
             try:
-                facts = nvml_describe(nvml, _nvml_handle(nvml, 0))
+                if uuid:
+                    handle = nvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith(("GPU-", "MIG-")) else
+                                                            f"GPU-{uuid}")
+                else:
+                    handle = nvml.nvmlDeviceGetHandleByIndex(int(gpu.get("index", self.device_index)))
+                facts = nvml_describe(nvml, handle)
             except Exception:  # noqa: BLE001
                 facts = None
             finally:
                 _safe_call(nvml.nvmlShutdown)
         if facts is None and gpu is not None:
-            facts = _smi_describe(gpu.get("index", 0))
-        torch_info = self.torch_info()
-        probe = torch_probe() if (gpu is not None and torch_info.get("cuda")) else None
+            facts = _smi_describe(gpu.get("index", self.device_index))
         d = describe_device(gpu, facts, probe, torch_info, self.ort_info())
+        d["cuda_device_index"] = self.device_index
         d["visible_devices"] = len(gpus)
         d["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
         return d
 
     def device_name(self) -> str:
-        gpus = self.gpus()
-        if not gpus:
+        gpu = self._gpu()
+        if gpu is None:
             return "cuda (no GPU)"
-        name = gpus[0].get("name") or "NVIDIA GPU"
-        return f"{name} (MIG)" if gpus[0].get("mig_mode") == "Enabled" else name
+        name = gpu.get("name") or "NVIDIA GPU"
+        return f"{name} (MIG)" if gpu.get("mig_mode") == "Enabled" else name
 
     def runtime_version(self, runtime: str) -> str | None:
         if runtime == "torch":
@@ -1023,6 +1316,10 @@ class CUDABackend(Backend):
         if not torch.cuda.is_available():
             raise RuntimeError(f"torch {torch.__version__} cannot use CUDA here (torch.cuda.is_available() is False)")
         torch.set_num_threads(threads)
+        index = int(options.get("device", 0))
+        if not 0 <= index < torch.cuda.device_count():
+            raise UnsupportedCase(f"cuda/torch: no CUDA device {index} ({torch.cuda.device_count()} visible)")
+        torch.cuda.set_device(index)  # before any query: is_bf16_supported() and friends ask the current device
         int8 = None
         if precision == "int8":
             int8 = torch_int8_path()
@@ -1031,16 +1328,12 @@ class CUDABackend(Backend):
                                       "or --runtime onnxruntime with onnxruntime-gpu + TensorRT)")
             module = _fp32_torch_module(artifact)
         elif precision in TorchCudaSession.DTYPES:
-            if precision == "bf16" and not torch.cuda.is_bf16_supported():
-                raise UnsupportedCase("cuda/torch: this GPU has no bf16 arithmetic (compute capability < 8.0)")
-            module = artifact.torch_module()
+            module = artifact.torch_module()  # bf16 support is checked by the session, on device N
         else:
             raise UnsupportedCase(f"cuda/torch: no {precision} path")
         if module is None:
             raise UnsupportedCase(f"artifact {artifact.name}/{artifact.variant} has no torch form")
-        index = int(options.get("device", 0))
-        uuid = _safe_call(lambda: str(torch.cuda.get_device_properties(index).uuid))
-        monitor = DeviceMonitor(index, uuid)
+        monitor = DeviceMonitor(index, torch_device_uuid(torch.cuda, index))
         return TorchCudaSession(module, torch=torch, precision=precision, batch=batch, inputs_meta=artifact.inputs,
                                 options=options, monitor=monitor, int8=int8)
 
@@ -1056,7 +1349,9 @@ class CUDABackend(Backend):
         cache = cache_root() / "tensorrt-engines" / f"{artifact.name}-{artifact.variant}-{artifact.key}"
         if "TensorrtExecutionProvider" in ort.get_available_providers():
             cache.mkdir(parents=True, exist_ok=True)
-        monitor = DeviceMonitor(int(options.get("device", 0)))
+        index = int(options.get("device", 0))
+        uuid, _why = driver_device_uuid(index)
+        monitor = DeviceMonitor(index, uuid)
         return OrtCudaSession(str(artifact.onnx_path), ort=ort, precision=precision, batch=batch, threads=threads,
                               inputs_meta=artifact.inputs, options=options, quantization=quant,
                               cache_dir=str(cache), monitor=monitor)

@@ -113,7 +113,11 @@ def test_cli_backend_cuda_exits_2_with_one_line(tmp_path, backend_eps):
 class FakeNVML:
     NVML_CLOCK_SM, NVML_CLOCK_MEM = 1, 2
 
-    def __init__(self, energy_mj=1_000_000, power_mw=250_000, energy_ok=True, power_ok=True, mig=False):
+    def __init__(self, energy_mj=1_000_000, power_mw=250_000, energy_ok=True, power_ok=True, mig=False,
+                 uuids=("GPU-abc",), fail_energy_after=None):
+        self.uuids = list(uuids)
+        self.fail_energy_after = fail_energy_after  # the energy counter fails from this read on
+        self.energy_reads = 0
         self.energy_mj = energy_mj
         self.power_mw = power_mw
         self.energy_ok = energy_ok
@@ -124,7 +128,12 @@ class FakeNVML:
         return ("h", i)
 
     def nvmlDeviceGetHandleByUUID(self, u):
+        if u not in self.uuids:
+            raise RuntimeError("NVML_ERROR_NOT_FOUND")
         return ("u", u)
+
+    def nvmlDeviceGetCount(self):
+        return len(self.uuids)
 
     def nvmlDeviceGetName(self, h):
         return b"NVIDIA H100 80GB HBM3"
@@ -172,6 +181,9 @@ class FakeNVML:
         return 1
 
     def nvmlDeviceGetTotalEnergyConsumption(self, h):
+        self.energy_reads += 1
+        if self.fail_energy_after is not None and self.energy_reads > self.fail_energy_after:
+            raise RuntimeError("NVML_ERROR_GPU_IS_LOST")
         if not self.energy_ok:
             raise RuntimeError("Not Supported")
         return self.energy_mj
@@ -214,8 +226,8 @@ def test_nvidia_smi_fallback_parser():
 
 # ----------------------------------------------------------------------------- energy and memory
 
-def _monitor(nvml):
-    return C.DeviceMonitor(0, nvml=nvml)
+def _monitor(nvml, index=0):
+    return C.DeviceMonitor(index, nvml.uuids[index] if index < len(nvml.uuids) else None, nvml=nvml)
 
 
 def test_energy_from_the_total_energy_counter():
@@ -286,13 +298,13 @@ def test_nvml_meter_speaks_the_harness_protocol_and_marks_the_window():
 def test_onnxruntime_precision_plan():
     qdq = {"mode": "qdq", "ops": ["QuantizeLinear"]}
     integer = {"mode": "integer", "ops": ["MatMulInteger"]}
-    assert C.plan_ort_precision("fp32", None, False, {})["strict"] is False
-    assert C.plan_ort_precision("fp32", None, False, {"cpu_fallback": "0"})["strict"] is True
+    assert C.plan_ort_precision("fp32", None, False, {})["allow_cpu"] is False  # CPU fallback refused by default
+    assert C.plan_ort_precision("fp32", None, False, {"allow_cpu_fallback": "1"})["allow_cpu"] is True
     assert "TensorRT" in C.plan_ort_precision("int8", qdq, True, {})["mode"]
     with pytest.raises(UnsupportedCase, match="no int8 kernels"):
         C.plan_ort_precision("int8", qdq, False, {})
     assert "emulated" in C.plan_ort_precision("int8", qdq, False, {"allow_qdq_emulation": "1"})["mode"]
-    assert C.plan_ort_precision("int8", integer, False, {})["strict"] is True
+    assert C.plan_ort_precision("int8", integer, False, {"allow_cpu_fallback": "1"})["allow_cpu"] is False
     with pytest.raises(UnsupportedCase, match="no quantized ops"):
         C.plan_ort_precision("int8", None, True, {})
     with pytest.raises(UnsupportedCase, match="bf16"):
@@ -309,39 +321,6 @@ def test_torch_int8_path_needs_torchao():
 
 # ----------------------------------------------------------------------------- torch session, fake CUDA
 
-class FakeEvent:
-    def __init__(self, enable_timing=False):
-        self.t = None
-
-    def record(self, stream=None):
-        self.t = time.perf_counter_ns()
-
-    def elapsed_time(self, other):
-        return (other.t - self.t) / 1e6  # milliseconds, as torch.cuda.Event
-
-
-class FakeCuda:
-    Event = FakeEvent
-
-    def __init__(self):
-        self.syncs = 0
-
-    def synchronize(self, device=None):
-        self.syncs += 1
-
-    def reset_peak_memory_stats(self, device=None):
-        pass
-
-    def max_memory_allocated(self, device=None):
-        return 123
-
-    def max_memory_reserved(self, device=None):
-        return 456
-
-    def get_device_properties(self, device=None):
-        return SimpleNamespace(name="Fake GPU", multi_processor_count=4, major=9, minor=0, total_memory=1 << 30)
-
-
 @pytest.fixture(scope="module")
 def torch_mlp():
     torch = pytest.importorskip("torch")
@@ -354,12 +333,20 @@ def torch_mlp():
                            inputs=[{"name": "input", "shape": [None, 16], "dtype": "float32"}])
 
 
-def _torch_session(t, precision="fp32", options=None, nvml=None):
+def _torch_session(t, precision="fp32", options=None, nvml=None, cuda=None):
+    """A torch session on a fake GPU; returns it with the fake (placement mode active while it
+    is built; callers run it inside ``fake.mode()`` too)."""
     import copy
 
-    return C.TorchCudaSession(copy.deepcopy(t.module), torch=t.torch, precision=precision, batch=8,
-                              inputs_meta=t.inputs, options=options or {}, cuda=FakeCuda(),
-                              device=t.torch.device("cpu"), monitor=_monitor(nvml or FakeNVML()))
+    from tests.fake_cuda import FAKE_DEVICE, FakeCuda
+
+    fake = cuda or FakeCuda()
+    with fake.mode():
+        s = C.TorchCudaSession(copy.deepcopy(t.module), torch=t.torch, precision=precision, batch=8,
+                               inputs_meta=t.inputs, options=options or {}, cuda=fake, device=FAKE_DEVICE,
+                               monitor=_monitor(nvml or FakeNVML()))
+    s.fake = fake
+    return s
 
 
 def test_torch_session_control_flow_with_a_fake_cuda(torch_mlp):
@@ -367,21 +354,22 @@ def test_torch_session_control_flow_with_a_fake_cuda(torch_mlp):
 
     t = torch_mlp
     s = _torch_session(t)
-    first = s.run({"input": t.x})[0]
-    np.testing.assert_allclose(first, t.ref, atol=1e-6)
-    for _ in range(3):  # warm-up: counted only until the meter marks the measured window
-        s.run({"input": t.x})
-
-    def measured():
-        for _ in range(5):
+    with s.fake.mode():
+        first = s.run({"input": t.x})[0]
+        np.testing.assert_allclose(first, t.ref, atol=1e-6)
+        for _ in range(3):  # warm-up: counted only until the meter marks the measured window
             s.run({"input": t.x})
-            s.synchronize()
-        return SimpleNamespace(iterations=5, duration_s=0.1)
 
-    nvml = s._monitor.nvml
-    _, energy = measure_energy(s.energy_meter(), measured, inferences_of=lambda r: r.iterations * 8)
-    s.run({"input": t.x})  # the accuracy pass: outside the window
-    tm = s.timings()
+        def measured():
+            for _ in range(5):
+                s.run({"input": t.x})
+                s.synchronize()
+            return SimpleNamespace(iterations=5, duration_s=0.1)
+
+        nvml = s._monitor.nvml
+        _, energy = measure_energy(s.energy_meter(), measured, inferences_of=lambda r: r.iterations * 8)
+        s.run({"input": t.x})  # the accuracy pass: outside the window
+        tm = s.timings()
     assert tm["method"] == "cuda_events" and tm["scope"] == "the measured window"
     assert tm["calls"] == 5 and tm["inferences"] == 40
     for part in ("h2d", "compute", "d2h", "total"):
@@ -390,7 +378,7 @@ def test_torch_session_control_flow_with_a_fake_cuda(torch_mlp):
     assert tm["first_call_device_ns"]["total"] > 0
     assert tm["memory"]["torch_peak_allocated_bytes"] == 123 and tm["memory"]["nvml_process_used_bytes"] == 512 << 20
     assert energy["available"] and tm["energy_detail"]["method"] == "nvml_total_energy_counter"
-    assert s.info["mode"] == "eager" and s.info["timing"] == "cuda_events" and s.info["cudnn_benchmark"] is True
+    assert s.info["mode"] == "eager" and s.info["timing"].startswith("cuda_events") and s.info["cudnn_benchmark"]
     assert s.info["device_properties"]["sm_count"] == 4
     json.dumps(tm)
     json.dumps(s.info)
@@ -402,7 +390,8 @@ def test_torch_session_control_flow_with_a_fake_cuda(torch_mlp):
 def test_torch_session_bf16_cast_is_recorded(torch_mlp):
     t = torch_mlp
     s = _torch_session(t, precision="bf16")
-    out = s.run({"input": t.x})[0]
+    with s.fake.mode():
+        out = s.run({"input": t.x})[0]
     assert out.dtype == np.float32 and s.info["dtype"] == "bfloat16" and s.info["precision_mode"] == "cast"
     assert np.abs(out - t.ref).max() < 0.1 and not np.allclose(out, t.ref, atol=1e-6)
     with pytest.raises(UnsupportedCase, match="int8"):
@@ -415,38 +404,330 @@ def test_torch_session_without_nvml_keeps_every_call_after_the_first(torch_mlp):
     t = torch_mlp
     s = _torch_session(t, nvml=FakeNVML(energy_ok=False, power_ok=False))
     assert s.energy_meter().available()[0] is False
-    for _ in range(4):
-        s.run({"input": t.x})
-    tm = s.timings()
+    with s.fake.mode():
+        for _ in range(4):
+            s.run({"input": t.x})
+        tm = s.timings()
     assert tm["calls"] == 3 and tm["scope"].startswith("every call after the first")
     assert tm["energy_detail"]["energy_j"] is None
 
 
+# ----------------------------------------------------------------------------- issue 17: timing, device, fakes
+
+def _run_case_like(s, t, n=300):
+    """What harness.case does per step: run(), then synchronize() only if the session overrides it."""
+    from backends.base import Session
+
+    needs_sync = type(s).synchronize is not Session.synchronize
+    with s.fake.mode():
+        for _ in range(n):
+            s.run({"input": t.x})
+            if needs_sync:
+                s.synchronize()
+    return needs_sync
+
+
+def test_events_are_created_once_and_reused(torch_mlp):
+    # bug: four new torch.cuda.Events per timed call (the instrument inside the timed region)
+    t = torch_mlp
+    s = _torch_session(t)
+    before = s.fake.events_created
+    assert before == C._EVENT_RING * 4  # created at prepare
+    _run_case_like(s, t, n=C._EVENT_RING + 50)  # the ring wraps: slots are read and reused
+    assert s.fake.events_created == before
+    with s.fake.mode():
+        tm = s.timings()
+    assert tm["calls"] == C._EVENT_RING + 49 and tm["device_ns"]["total"]["n"] == C._EVENT_RING + 49
+
+
+def test_no_synchronize_after_the_blocking_copy(torch_mlp):
+    # bug: torch.cuda.synchronize() after .cpu(), which had already synchronised, in every step
+    t = torch_mlp
+    s = _torch_session(t)
+    syncs = s.fake.syncs
+    assert _run_case_like(s, t, n=20) is False  # the harness does not call synchronize()
+    assert s.fake.syncs == syncs
+    ops = s.fake.ops_on(0)
+    assert "device_synchronize" not in ops[ops.index("h2d"):]
+
+
+def test_event_order_record_synchronize_elapsed_per_device(torch_mlp):
+    t = torch_mlp
+    s = _torch_session(t)
+    log = s.fake.log[0]
+    start = len(log)
+    _run_case_like(s, t, n=3)
+    call = [w for w, _ in log[start:]]
+    # one call: e0 H2D e1 kernels e2 D2H e3, all on the default stream of device 0
+    first = call[:call.index("event_record", call.index("d2h"))+1]
+    assert first[0] == "event_record" and first[1] == "h2d" and first[2] == "event_record"
+    assert all(w.startswith("kernel:") for w in first[3:first.index("event_record", 3)])
+    assert first[-2:] == ["d2h", "event_record"]
+    assert {st for _, st in log[start:]} == {"default:0"}
+    with s.fake.mode():
+        s.timings()
+    tail = [w for w, _ in log[start:]]
+    reads = [i for i, w in enumerate(tail) if w == "elapsed_time"]
+    assert reads and all("event_synchronize" in tail[:i] for i in reads)
+    # the fake refuses to read an event nobody waited for
+    from tests.fake_cuda import FakeCuda, NotReady
+
+    f = FakeCuda()
+    a, b = f.Event(enable_timing=True), f.Event(enable_timing=True)
+    a.record()
+    f.current_stream().enqueue("kernel:x", 1000)
+    b.record()
+    with pytest.raises(NotReady):
+        a.elapsed_time(b)
+    b.synchronize()
+    assert a.elapsed_time(b) == pytest.approx(0.001)
+
+
+def test_device_times_come_from_the_device_clock(torch_mlp):
+    t = torch_mlp
+    s = _torch_session(t)
+    _run_case_like(s, t, n=10)
+    with s.fake.mode():
+        tm = s.timings()
+    d = tm["device_ns"]
+    nbytes_in = t.x.nbytes
+    assert d["h2d"]["p50"] == pytest.approx(int(nbytes_in / 10.0))  # the fake's copy rate, not host time
+    assert d["compute"]["p50"] == pytest.approx(3 * 5_000)  # linear, relu, linear: 3 kernels of 5 us
+    assert d["h2d"]["max"] == d["h2d"]["min"] and d["compute"]["max"] == d["compute"]["min"]
+    assert d["total"]["p50"] == pytest.approx(d["h2d"]["p50"] + d["compute"]["p50"] + d["d2h"]["p50"])
+
+
+def test_timing_overhead_is_measured_on_a_null_kernel(torch_mlp):
+    t = torch_mlp
+    s = _torch_session(t)
+    o = s.info["timing_overhead"]
+    assert o["calls"] == C._NULL_KERNEL_CALLS and o["device_null_ns"] == pytest.approx(5_000)  # one fill kernel
+    assert o["host_null_ns"] > 0 and o["host_null_with_events_ns"] > 0
+    assert o["events_overhead_ns"] == pytest.approx(o["host_null_with_events_ns"] - o["host_null_ns"])
+    with s.fake.mode():
+        tm = s.timings()
+    assert tm["timing_overhead"] == o and tm["calls"] == 0  # the null-kernel calls are in no window
+    assert "end to end" in s.info["timing"] and "latency_ns" in tm["end_to_end"]
+
+
+def test_device_option_sets_the_device_before_events_streams_and_graphs(torch_mlp):
+    # bug: --option device=1 moved the model but events, sync, graphs, bf16 query referred to GPU 0
+    from tests.fake_cuda import FakeCuda
+
+    t = torch_mlp
+    fake = FakeCuda(2)
+    s = _torch_session(t, options={"device": "1"}, cuda=fake)
+    first_set = fake.calls.index(("set_device", 1))
+    assert first_set == 0
+    assert all(dev == 1 for what, dev in fake.calls if what in ("Event", "Stream", "CUDAGraph", "is_bf16_supported"))
+    _run_case_like(s, t, n=5)
+    assert fake.log[0] == [] and "h2d" in fake.ops_on(1) and "event_record" in fake.ops_on(1)
+    assert s.info["device_index"] == 1
+    fake2 = FakeCuda(2)
+    with fake2.mode():
+        g = C.TorchCudaSession(__import__("copy").deepcopy(t.module), torch=t.torch, precision="fp32", batch=8,
+                               inputs_meta=t.inputs, options={"device": 1, "cuda_graphs": 1}, cuda=fake2,
+                               device=__import__("tests.fake_cuda", fromlist=["x"]).FAKE_DEVICE,
+                               monitor=_monitor(FakeNVML()))
+    assert [c for c in fake2.calls if c[0] in ("Stream", "CUDAGraph", "capture")] == \
+        [("Stream", 1), ("CUDAGraph", 1), ("capture", 1)]
+    assert fake2.log[0] == [] and g._graph is not None
+
+
+def test_bf16_is_asked_of_the_selected_device(torch_mlp):
+    from tests.fake_cuda import FakeCuda
+
+    t = torch_mlp
+    with pytest.raises(UnsupportedCase, match="GPU 1 has no bf16"):
+        _torch_session(t, precision="bf16", options={"device": 1}, cuda=FakeCuda(2, bf16=(True, False)))
+    s = _torch_session(t, precision="bf16", options={"device": 0}, cuda=FakeCuda(2, bf16=(True, False)))
+    assert s.info["dtype"] == "bfloat16"
+
+
+def test_the_fake_catches_a_missing_copy(torch_mlp):
+    """The fakes can fail: a session that forgets the H2D or the D2H copy breaks on them."""
+    t = torch_mlp
+
+    class NoInputCopy(C.TorchCudaSession):
+        def run(self, inputs):
+            xs = [self._torch.from_numpy(inputs["input"])]  # forgot .to(device)
+            return [o.cpu().numpy() for o in self._forward(xs)]
+
+    class NoOutputCopy(C.TorchCudaSession):
+        def run(self, inputs):
+            xs = [self._torch.from_numpy(inputs["input"]).to(self._dev)]
+            return [o.numpy() for o in self._forward(xs)]  # forgot .cpu()
+
+    for cls, err in ((NoInputCopy, "same device"), (NoOutputCopy, "numpy")):
+        s = _torch_session(t)
+        s.__class__ = cls
+        with s.fake.mode(), pytest.raises((RuntimeError, TypeError), match=err):
+            s.run({"input": t.x})
+
+
+def test_nvml_is_opened_by_the_devices_uuid():
+    # bug: NVML opened by index; CUDA and NVML may number GPUs differently
+    nvml = FakeNVML(uuids=("GPU-aaa", "GPU-bbb"))
+    m = C.DeviceMonitor(1, "GPU-bbb", nvml=nvml)
+    assert m.handle == ("u", "GPU-bbb") and m.opened_by == "uuid"
+    m = C.DeviceMonitor(1, None, nvml=nvml)  # unknown UUID, two GPUs: not guessed by index
+    assert m.handle is None and "UUID" in m.reason and m.memory()["nvml_device_used_bytes"] is None
+    one = C.DeviceMonitor(0, None, nvml=FakeNVML(uuids=("GPU-aaa",)))
+    assert one.handle == ("h", 0) and one.opened_by == "the only GPU"
+    from tests.fake_cuda import FakeCuda
+
+    fc = FakeCuda(2)
+    assert C.torch_device_uuid(fc, 1) == "GPU-fake-uuid-1"
+    assert C.format_cuda_uuid(bytes(range(16))) == "GPU-00010203-0405-0607-0809-0a0b0c0d0e0f"
+
+
+def test_driver_uuid_through_a_fake_libcuda():
+    import ctypes
+
+    class Lib:
+        def cuInit(self, flags):
+            return 0
+
+        def cuDeviceGet(self, ref, i):
+            if i > 1:
+                return 101  # CUDA_ERROR_INVALID_DEVICE
+            ctypes.cast(ref, ctypes.POINTER(ctypes.c_int)).contents.value = i
+            return 0
+
+        def cuDeviceGetUuid(self, buf, dev):
+            ctypes.memmove(buf, bytes([dev.value]) * 16, 16)
+            return 0
+
+    assert C.driver_device_uuid(1, Lib()) == ("GPU-01010101-0101-0101-0101-010101010101", None)
+    uuid, why = C.driver_device_uuid(5, Lib())
+    assert uuid is None and "no CUDA device 5" in why
+
+
+def test_device_option_names_that_gpu_and_is_validated():
+    from harness.errors import BenchError
+
+    b = C.CUDABackend()
+    b.gpus = lambda: [{"index": 0, "name": "NVIDIA A100-SXM4-40GB"}, {"index": 1, "name": "NVIDIA H100 80GB HBM3"}]
+    b.check_options({"device": "1"})
+    assert b.device_name() == "NVIDIA H100 80GB HBM3"
+    for bad in ({"device": "2"}, {"device": "x"}, {"device": "-1"}, {"allow_cpu_fallback": "maybe"}):
+        with pytest.raises(BenchError) as e:
+            b.check_options(bad)
+        assert "\n" not in str(e.value)
+
+
+def test_a_failed_nvml_read_at_stop_keeps_the_latency(torch_mlp):
+    # bug: the energy counter failing when the meter stops failed the whole case
+    from harness.energy import measure_energy
+
+    t = torch_mlp
+    s = _torch_session(t, nvml=FakeNVML(fail_energy_after=2))  # available() and start() read; stop() fails
+    with s.fake.mode():
+        s.run({"input": t.x})  # the first call, reported apart
+        res, energy = measure_energy(s.energy_meter(), lambda: (s.run({"input": t.x}),
+                                                               SimpleNamespace(iterations=1, duration_s=0.1))[1],
+                                     inferences_of=lambda r: 8)
+        tm = s.timings()
+    assert res.iterations == 1 and energy["available"] is False and "GPU_IS_LOST" in energy["reason"]
+    assert "GPU_IS_LOST" in tm["energy_detail"]["reason"] and tm["calls"] == 1
+
+
 # ----------------------------------------------------------------------------- onnxruntime session, CPU as "CUDA"
 
-class _OrtAsCuda:
-    """onnxruntime (CPU) presented as a CUDA build: device buffers live on the host."""
+class FakeDeviceValue:
+    """An ``OrtValue`` in "device" memory: its data is not a host array (``numpy()`` is the
+    D2H copy and is logged); ``update_inplace`` is the H2D copy and, like onnxruntime's,
+    refuses an array of another shape."""
 
-    def __init__(self, ort):
+    def __init__(self, fake, shape, dtype, device, device_id):
+        self.fake, self.shape, self.dtype = fake, list(shape), np.dtype(dtype)
+        self.device, self.device_id = device, device_id
+        self._mem = np.zeros(self.shape, self.dtype)
+
+    def update_inplace(self, a):
+        if list(a.shape) != self.shape or a.dtype != self.dtype:
+            raise RuntimeError(f"update_inplace: array {list(a.shape)} {a.dtype} does not fit the buffer "
+                               f"{self.shape} {self.dtype}")
+        self.fake.log.append(("h2d", self.device_id))
+        self._mem[...] = a
+
+    def device_name(self):
+        return self.device
+
+    def numpy(self):
+        self.fake.log.append(("d2h", self.device_id))
+        return self._mem.copy()
+
+
+class FakeOrtCuda:
+    """onnxruntime's CUDA build as bench uses it, over the CPU onnxruntime: the graph computes on
+    the CPU, but buffers are "device" values, the IO binding checks what is bound where, the
+    order H2D -> run -> synchronize_outputs -> D2H is logged per device, and the profile says
+    which nodes "ran" on the CUDA EP and which (``cpu_ops``) fell back to the CPU."""
+
+    def __init__(self, ort, cpu_ops=()):
         self._ort = ort
         self.SessionOptions = ort.SessionOptions
         self.GraphOptimizationLevel = ort.GraphOptimizationLevel
         self.__version__ = ort.__version__
         self.created_with = None
-        outer = self
+        self.cpu_ops = set(cpu_ops)
+        self.log: list = []
+        fake = self
 
         class OrtValue:
             @staticmethod
             def ortvalue_from_shape_and_type(shape, dtype, device="cpu", device_id=0):
-                return ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype, "cpu", 0)
+                return FakeDeviceValue(fake, shape, dtype, device, device_id)
+
+        class Binding:
+            def __init__(self, sess):
+                self.sess, self.inputs, self.outputs, self.result, self.synced = sess, {}, [], None, False
+
+            def bind_ortvalue_input(self, name, v):
+                assert isinstance(v, FakeDeviceValue) and v.device == "cuda", "input not in device memory"
+                self.inputs[name] = v
+
+            def bind_output(self, name, device_type="cpu", device_id=0):
+                assert device_type == "cuda", "output bound to host memory"
+                self.outputs.append((name, device_id))
+
+            def synchronize_outputs(self):
+                fake.log.append(("synchronize_outputs", self.outputs[0][1]))
+                self.synced = True
+
+            def copy_outputs_to_cpu(self):
+                assert self.synced, "outputs read before synchronize_outputs()"
+                fake.log.append(("d2h", self.outputs[0][1]))
+                return [r.copy() for r in self.result]
 
         class Session:
             def __init__(self, path, so, providers):
-                outer.created_with = providers
+                fake.created_with = providers
                 self._s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
             def get_providers(self):
                 return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+            def io_binding(self):
+                return Binding(self)
+
+            def run_with_iobinding(self, b):
+                feeds = {n: v._mem for n, v in b.inputs.items()}
+                b.result = self._s.run([n for n, _ in b.outputs], feeds)
+                b.synced = False
+                fake.log.append(("run", b.outputs[0][1]))
+
+            def end_profiling(self):
+                path = self._s.end_profiling()
+                events = json.loads(Path(path).read_text())
+                for e in events:
+                    args = e.get("args") or {}
+                    if e.get("cat") == "Node" and "provider" in args:
+                        args["provider"] = ("CPUExecutionProvider" if args.get("op_name") in fake.cpu_ops
+                                            else "CUDAExecutionProvider")
+                Path(path).write_text(json.dumps(events))
+                return path
 
             def __getattr__(self, name):
                 return getattr(self._s, name)
@@ -458,28 +739,99 @@ class _OrtAsCuda:
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
+def _export(t, p, dynamic=None):
+    t.torch.onnx.export(t.module, (t.torch.from_numpy(t.x[:1]),), str(p), input_names=["input"],
+                        output_names=["output"], dynamic_axes=dynamic or {"input": {0: "b"}, "output": {0: "b"}},
+                        opset_version=17, dynamo=False)
+    return p
+
+
+def _ort_session(path, fake, t, options=None, inputs=None, batch=8):
+    return C.OrtCudaSession(str(path), ort=fake, precision="fp32", batch=batch, threads=1,
+                            inputs_meta=inputs or t.inputs, options=options or {}, quantization=None,
+                            monitor=_monitor(FakeNVML()))
+
+
 def test_ort_session_io_binding_flow_with_a_fake_cuda_ep(tmp_path, torch_mlp):
     ort = pytest.importorskip("onnxruntime")
     t = torch_mlp
-    p = tmp_path / "m.onnx"
-    t.torch.onnx.export(t.module, (t.torch.from_numpy(t.x[:1]),), str(p), input_names=["input"],
-                        output_names=["output"], dynamic_axes={"input": {0: "b"}, "output": {0: "b"}},
-                        opset_version=17, dynamo=False)
-    fake = _OrtAsCuda(ort)
-    s = C.OrtCudaSession(str(p), ort=fake, precision="fp32", batch=8, threads=1, inputs_meta=t.inputs,
-                         options={}, quantization=None, monitor=_monitor(FakeNVML()))
+    p = _export(t, tmp_path / "m.onnx")
+    fake = FakeOrtCuda(ort)
+    s = _ort_session(p, fake, t)
     assert [x if isinstance(x, str) else x[0] for x in fake.created_with] == ["CUDAExecutionProvider",
                                                                               "CPUExecutionProvider"]
     for _ in range(4):
         np.testing.assert_allclose(s.run({"input": t.x})[0], t.ref, atol=1e-5)
+    assert fake.log[:4] == [("h2d", 0), ("run", 0), ("synchronize_outputs", 0), ("d2h", 0)]
     tm = s.timings()
     assert tm["method"] == "host_synchronized" and tm["calls"] == 3 and tm["device_ns"]["compute"]["n"] == 3
-    assert s.info["io_binding"] and s.info["cpu_ep_fallback"] == "allowed" and not s.info["tensorrt"]
+    assert s.info["io_binding"] and s.info["cpu_ep_fallback"].startswith("none") and not s.info["tensorrt"]
+    assert s.info["placement"]["by_provider"] == {"CUDAExecutionProvider": 2} and s.info["input_shapes"] == \
+        {"input": [8, 16]}
     s.close()
     assert s.timings()["calls"] == 3
     with pytest.raises(UnsupportedCase, match="no int8 kernels"):
         C.OrtCudaSession(str(p), ort=fake, precision="int8", batch=8, threads=1, inputs_meta=t.inputs, options={},
                          quantization={"mode": "qdq", "ops": []})
+
+
+def test_ort_device_option_reaches_the_buffers_and_the_provider(tmp_path, torch_mlp):
+    ort = pytest.importorskip("onnxruntime")
+    t = torch_mlp
+    fake = FakeOrtCuda(ort)
+    s = _ort_session(_export(t, tmp_path / "m.onnx"), fake, t, options={"device": "1"})
+    s.run({"input": t.x})
+    assert {d for _, d in fake.log} == {1} and dict(fake.created_with[0][1])["device_id"] == 1
+
+
+def test_ort_buffers_take_the_resolved_input_shapes(tmp_path, torch_mlp):
+    # bug: every symbolic dimension became the batch size ([batch, batch] for a [b, seq] input)
+    ort = pytest.importorskip("onnxruntime")
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("ReduceMean", ["input"], ["output"], keepdims=0, axes=[1])], "g",
+                          [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["b", "seq"])],
+                          [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["b"])])
+    p = tmp_path / "seq.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(p))
+    x = np.arange(8 * 7, dtype=np.float32).reshape(8, 7)
+    inputs = [{"name": "input", "shape": [None, 7], "dtype": "float32"}]  # seq resolved to 7 (--input-shape)
+    s = _ort_session(p, FakeOrtCuda(ort), None, inputs=inputs)
+    np.testing.assert_allclose(s.run({"input": x})[0], x.mean(axis=1), rtol=1e-6)
+    assert s.info["input_shapes"] == {"input": [8, 7]}
+    assert C.resolved_input_shapes([{"name": "a", "shape": ["b", 3, 7]}], 4) == {"a": [4, 3, 7]}
+    with pytest.raises(UnsupportedCase, match="unresolved dimension"):
+        C.resolved_input_shapes([{"name": "a", "shape": [None, None]}], 4)
+
+
+def test_ort_cpu_fallback_is_refused_unless_allowed_and_recorded(tmp_path, torch_mlp):
+    # bug: fp32/fp16 sessions allowed silent CPU fallback; only "allowed" was recorded
+    ort = pytest.importorskip("onnxruntime")
+    t = torch_mlp
+    p = _export(t, tmp_path / "m.onnx")
+    # onnxruntime fuses Gemm+Relu (FusedGemm); the last Gemm "falls back" to the CPU in this fake
+    with pytest.raises(UnsupportedCase, match=r"1 node\(s\) ran on the CPU \(CPU ops: Gemm x1\).*allow_cpu_fallback"):
+        _ort_session(p, FakeOrtCuda(ort, cpu_ops={"Gemm"}), t)
+    s = _ort_session(p, FakeOrtCuda(ort, cpu_ops={"Gemm"}), t, options={"allow_cpu_fallback": "1"})
+    pl = s.info["placement"]
+    assert pl["by_provider"] == {"CUDAExecutionProvider": 1, "CPUExecutionProvider": 1}
+    assert [n["op"] for n in pl["cpu_nodes"]] == ["Gemm"] and "Gemm x1" in s.info["cpu_ep_fallback"]
+    np.testing.assert_allclose(s.run({"input": t.x})[0], t.ref, atol=1e-5)
+
+
+def test_ort_profile_parser_reads_node_events(tmp_path):
+    events = [{"cat": "Session", "name": "model_run"},
+              {"cat": "Node", "name": "Conv_0_kernel_time", "args": {"op_name": "Conv", "provider": "CUDAExecutionProvider"}},
+              {"cat": "Node", "name": "Conv_0_fence_before", "args": {}},
+              {"cat": "Node", "name": "Shape_1_kernel_time", "args": {"op_name": "Shape", "provider": "CPUExecutionProvider"}},
+              {"cat": "Node", "name": "Shape_1_kernel_time", "args": {"op_name": "Shape", "provider": "CPUExecutionProvider"}}]
+    f = tmp_path / "p.json"
+    f.write_text(json.dumps(events))
+    pl = C.parse_ort_profile(str(f))
+    assert pl["by_provider"] == {"CUDAExecutionProvider": 1, "CPUExecutionProvider": 1}
+    assert pl["cpu_nodes"] == [{"name": "Shape_1", "op": "Shape"}]
+    assert C.parse_ort_profile(str(tmp_path / "missing.json"))["error"]
 
 
 # ----------------------------------------------------------------------------- real GPU
@@ -492,14 +844,62 @@ def test_gpu_torch_session_real_events(torch_mlp, options):
     import copy
 
     s = C.TorchCudaSession(copy.deepcopy(t.module), torch=t.torch, precision="fp16" if options.get("amp") else "fp32",
-                           batch=8, inputs_meta=t.inputs, options=options, monitor=C.DeviceMonitor(0))
+                           batch=8, inputs_meta=t.inputs, options=options,
+                           monitor=C.DeviceMonitor(0, C.torch_device_uuid(t.torch.cuda, 0)))
     for _ in range(5):
         out = s.run({"input": t.x})[0]
-        s.synchronize()
     np.testing.assert_allclose(out, t.ref, atol=1e-2 if options.get("amp") else 1e-5)
     tm = s.timings()
     assert tm["device_ns"]["compute"]["n"] == 4 and tm["device_ns"]["total"]["min"] > 0
     assert tm["memory"]["torch_peak_allocated_bytes"] > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _has_cuda(), reason="needs a CUDA GPU and a CUDA build of torch")
+def test_gpu_event_ring_wraps_and_device_time_fits_inside_end_to_end(torch_mlp):
+    import copy
+
+    t = torch_mlp
+    s = C.TorchCudaSession(copy.deepcopy(t.module), torch=t.torch, precision="fp32", batch=8, inputs_meta=t.inputs,
+                           options={}, monitor=None)
+    o = s.info["timing_overhead"]
+    assert o["device_null_ns"] > 0 and o["host_null_ns"] > 0 and o["events_overhead_ns"] is not None
+    host = []
+    for _ in range(C._EVENT_RING + 100):
+        t0 = time.perf_counter_ns()
+        s.run({"input": t.x})
+        host.append(time.perf_counter_ns() - t0)
+    tm = s.timings()
+    assert tm["device_ns"]["total"]["n"] == C._EVENT_RING + 99
+    assert tm["device_ns"]["total"]["p50"] <= float(np.percentile(host[1:], 50))  # device time inside end to end
+    for part in ("h2d", "compute", "d2h"):
+        assert tm["device_ns"][part]["min"] > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _has_cuda(), reason="needs a CUDA GPU and a CUDA build of torch")
+def test_gpu_uuid_from_torch_and_the_driver_agree_and_open_nvml():
+    import torch
+
+    u = C.torch_device_uuid(torch.cuda, 0)
+    drv, why = C.driver_device_uuid(0)
+    assert u and drv == u, (u, drv, why)
+    m = C.DeviceMonitor(0, u)
+    if m.nvml is not None:
+        assert m.opened_by == "uuid" and m.memory()["nvml_device_used_bytes"] > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _has_cuda() or __import__("torch").cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_gpu_device_1_runs_everything_on_device_1(torch_mlp):
+    import copy
+
+    t = torch_mlp
+    s = C.TorchCudaSession(copy.deepcopy(t.module), torch=t.torch, precision="fp32", batch=8, inputs_meta=t.inputs,
+                           options={"device": 1}, monitor=C.DeviceMonitor(1, C.torch_device_uuid(t.torch.cuda, 1)))
+    for _ in range(5):
+        s.run({"input": t.x})
+    assert t.torch.cuda.current_device() == 1 and s.timings()["device_ns"]["total"]["n"] == 4
 
 
 @pytest.mark.gpu
@@ -531,9 +931,11 @@ def test_gpu_ort_session_io_binding(tmp_path, torch_mlp):
                         output_names=["output"], dynamic_axes={"input": {0: "b"}, "output": {0: "b"}},
                         opset_version=17, dynamo=False)
     s = C.OrtCudaSession(str(p), ort=ort, precision="fp32", batch=8, threads=1, inputs_meta=t.inputs,
-                         options={"tensorrt": "0"}, quantization=None, monitor=C.DeviceMonitor(0))
+                         options={"tensorrt": "0"}, quantization=None,
+                         monitor=C.DeviceMonitor(0, C.driver_device_uuid(0)[0]))
     for _ in range(5):
         out = s.run({"input": t.x})[0]
     np.testing.assert_allclose(out, t.ref, atol=1e-4)
     assert "CUDAExecutionProvider" in s.info["providers"]
+    assert s.info["placement"]["cpu_nodes"] == [] and s.info["placement"]["by_provider"].get("CUDAExecutionProvider")
     assert s.timings()["device_ns"]["compute"]["n"] == 4
