@@ -21,6 +21,16 @@ Only the glue here is TPU-specific:
 * the first call (trace + XLA compile + run) is reported apart by the harness; every call
   synchronizes by fetching its outputs to host numpy.
 
+The device name (the comparability key) always carries the TPU generation: from the
+accelerator type (``TPU_ACCELERATOR_TYPE`` / ``--option accelerator_type=v5litepod-8``),
+else from the chips' PCI device IDs (Google's vendor 0x1ae0: v2/v3 0x0027 told apart by
+subsystem, v4 0x005e, v5e 0x0063, v5p 0x0062, v6e 0x006f). Where neither says it (a
+remote TPU known only by name), ``bench run`` refuses with one line instead of recording
+a bare "TPU" that would compare different generations. After connecting, the device kind
+TensorFlow reports is checked against it. The single-core path runs on the first logical
+TPU device TensorFlow lists after connecting (``/job:worker/replica:0/task:0/device:TPU:0``
+on a remote TPU), never a literal ``/TPU:0`` that only resolves locally.
+
 Where no TPU is present, :meth:`TPUBackend.availability` says what is missing in one line,
 without importing TensorFlow (``bench list backends`` stays fast).
 """
@@ -28,18 +38,67 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from typing import Any, Callable, Mapping
 
 from backends.base import Availability, Backend, Session, UnsupportedCase, dist_version
 
 _LIBTPU_DISTS = ("libtpu", "libtpu-nightly", "tensorflow-tpu")
 _TF_DISTS = ("tensorflow", "tensorflow-cpu", "tensorflow-tpu", "tf-nightly")
+GOOGLE_PCI_VENDOR = "0x1ae0"
+#: PCI device id (and, for 0x0027, subsystem id) -> TPU generation
+_PCI_GENERATIONS = {"0x005e": "v4", "0x0063": "v5e", "0x0062": "v5p", "0x006f": "v6e"}
+_PCI_V2_V3 = {"0x004e": "v2", "0x004f": "v3"}
+#: TensorFlow's device_kind -> generation
+_DEVICE_KINDS = {"tpu v2": "v2", "tpu v3": "v3", "tpu v4": "v4", "tpu v4 lite": "v4i", "tpu v5 lite": "v5e",
+                 "tpu v5e": "v5e", "tpu v5": "v5p", "tpu v5p": "v5p", "tpu v6 lite": "v6e", "tpu v6e": "v6e"}
+
+
+def pci_tpu_chips(root: str = "/sys/bus/pci/devices") -> tuple[str | None, int]:
+    """(generation, number of chips) of the Google TPU chips on the PCI bus, or (None, 0)."""
+    gens: dict[str, int] = {}
+    for dev in sorted(glob.glob(os.path.join(root, "*"))):
+        def read(name):
+            try:
+                with open(os.path.join(dev, name)) as f:
+                    return f.read().strip().lower()
+            except OSError:
+                return None
+
+        if read("vendor") != GOOGLE_PCI_VENDOR:
+            continue
+        did = read("device")
+        gen = _PCI_V2_V3.get(read("subsystem_device") or "") if did == "0x0027" else _PCI_GENERATIONS.get(did or "")
+        if gen:
+            gens[gen] = gens.get(gen, 0) + 1
+    if not gens:
+        return None, 0
+    gen = max(gens, key=gens.get)
+    return gen, gens[gen]
+
+
+def generation_of_accelerator_type(acc: str | None) -> str | None:
+    """``v4-8`` -> ``v4``, ``v5litepod-16`` -> ``v5e``, ``v5p-8`` -> ``v5p``, ``v6e-4`` -> ``v6e``."""
+    m = re.fullmatch(r"v(\d+)(litepod|lite|e|p)?(?:-\d+)?", (acc or "").strip().lower())
+    if not m:
+        return None
+    suffix = {"litepod": "e", "lite": "e"}.get(m.group(2) or "", m.group(2) or "")
+    return f"v{m.group(1)}{suffix}"
+
+
+def generation_of_device_kind(kind: str | None) -> str | None:
+    return _DEVICE_KINDS.get((kind or "").strip().lower())
+
+
+def tpu_generation(p: Mapping[str, Any]) -> str | None:
+    return generation_of_accelerator_type(p.get("accelerator_type")) or p.get("pci_generation")
 
 
 
 
 
-def tpu_probe(environ: Mapping[str, str] | None = None, globber: Callable[[str], list] = glob.glob) -> dict:
+def tpu_probe(environ: Mapping[str, str] | None = None, globber: Callable[[str], list] = glob.glob,
+              pci: Callable[[], tuple] = pci_tpu_chips) -> dict:
     """What of a TPU this machine shows, without importing anything heavy.
 
     TPU VMs expose their chips as ``/dev/accel*`` (v2-v4) or ``/dev/vfio/<n>`` (v5e, v6e);
@@ -49,7 +108,10 @@ def tpu_probe(environ: Mapping[str, str] | None = None, globber: Callable[[str],
     accel = sorted(globber("/dev/accel*"))
     vfio = sorted(p for p in globber("/dev/vfio/*") if os.path.basename(p).isdigit())
     libtpu = dist_version(_LIBTPU_DISTS)
+    gen, chips = pci()
     return {
+        "pci_generation": gen,
+        "pci_chips": chips,
         "accel_devices": accel,
         "vfio_devices": vfio,
         "tpu_name": env.get("TPU_NAME") or None,
@@ -133,6 +195,7 @@ class TPUBackend(Backend):
     def __init__(self):
         super().__init__(name="tpu", runtimes=("tensorflow",), default_runtime="tensorflow")
         self._connected: tuple | None = None
+        self.accelerator_type: str | None = None
 
     def availability(self) -> Availability:
         return availability_from_probe(self.probe())
@@ -142,16 +205,49 @@ class TPUBackend(Backend):
             return Availability(False, f"unknown runtime '{runtime}' for tpu (choose from: tensorflow)")
         return self.availability()
 
+    def _probe(self) -> dict:
+        p = dict(self.probe())
+        if self.accelerator_type:
+            p["accelerator_type"] = self.accelerator_type
+        return p
+
+    def check_options(self, options: Mapping[str, Any] | None) -> None:
+        """In the parent, before any case: the TPU generation must be known (it is part of the
+        comparability key); ``--option accelerator_type=...`` names it where nothing else does."""
+        from harness.errors import BenchError
+
+        options = dict(options or {})
+        if options.get("accelerator_type"):
+            acc = str(options["accelerator_type"])
+            if generation_of_accelerator_type(acc) is None:
+                raise BenchError(f"--option accelerator_type={acc}: expected a TPU accelerator type such as v4-8, "
+                                 "v5litepod-8, v5p-8 or v6e-8")
+            self.accelerator_type = acc
+        if self.availability().ok and tpu_generation(self._probe()) is None:
+            raise BenchError("cannot tell the TPU generation (no TPU_ACCELERATOR_TYPE, no TPU chip on the PCI bus): "
+                             "pass --option accelerator_type=v5litepod-8 (your TPU's type) so results of different "
+                             "generations are never compared")
+
     def describe(self) -> dict:
-        p = self.probe()
-        chips = len(p["accel_devices"]) or len(p["vfio_devices"]) or None
-        name = f"TPU {p['accelerator_type']}" if p.get("accelerator_type") else "TPU"
-        return {"name": name, "kind": "tpu", "accelerator_type": p.get("accelerator_type"), "local_chips": chips,
-                "tpu_name": p.get("tpu_name"), "libtpu_version": p.get("libtpu_version"),
-                "tensorflow_version": p.get("tensorflow_version")}
+        p = self._probe()
+        chips = len(p["accel_devices"]) or len(p["vfio_devices"]) or p.get("pci_chips") or None
+        gen = tpu_generation(p)
+        return {"name": self._name(p), "kind": "tpu", "generation": gen, "accelerator_type": p.get("accelerator_type"),
+                "local_chips": chips, "pci_generation": p.get("pci_generation"), "tpu_name": p.get("tpu_name"),
+                "libtpu_version": p.get("libtpu_version"), "tensorflow_version": p.get("tensorflow_version")}
+
+    @staticmethod
+    def _name(p: Mapping[str, Any]) -> str:
+        gen = tpu_generation(p)
+        if gen is None:
+            return "TPU (generation unknown)"
+        acc = p.get("accelerator_type")
+        if acc:
+            return f"TPU {gen} ({acc})"
+        return f"TPU {gen} ({p.get('pci_chips')} chips)" if p.get("pci_chips") else f"TPU {gen}"
 
     def device_name(self) -> str:
-        return self.describe()["name"]
+        return self._name(self._probe())
 
     def runtime_version(self, runtime: str) -> str | None:
         return dist_version(_TF_DISTS)
@@ -178,16 +274,36 @@ class TPUBackend(Backend):
         if not av.ok:
             raise UnsupportedCase(f"TPU not available: {av.reason}")
         tf = self._tf(threads)
-        probe = self.probe()
+        if options.get("accelerator_type"):
+            self.accelerator_type = str(options["accelerator_type"])
+        probe = self._probe()
         if self._connected is None:  # one initialisation per process (it resets the TPU)
             self._connected = connect(tf, default_tpu_address(probe, options))
         _, strategy, facts = self._connected
+        expected, seen = tpu_generation(probe), generation_of_device_kind(facts.get("device_kind"))
+        if expected and seen and expected != seen:
+            raise UnsupportedCase(f"TPU generation mismatch: the run is keyed as {expected} but TensorFlow reports "
+                                  f"{facts.get('device_kind')!r} ({seen})")
         mode = plan_execution(batch, facts["replicas"])
         # bf16: an fp32 graph gets a bfloat16 compute policy in tf_runtime.load_onnx (recorded there as
         # precision_mode); a graph already in bfloat16 runs as it is.
-        extra = {"tpu": facts, "execution": mode, "accelerator_type": probe.get("accelerator_type")}
+        extra = {"tpu": facts, "execution": mode, "accelerator_type": probe.get("accelerator_type"),
+                 "generation": expected or seen}
         if mode == "replicated":
             return tf_runtime.prepare(artifact, precision=precision, batch=batch, threads=threads, options=options,
                                       strategy=strategy, tf=tf, extra_info=extra)
         return tf_runtime.prepare(artifact, precision=precision, batch=batch, threads=threads, options=options,
-                                  device=str(options.get("tpu_device", "/TPU:0")), tf=tf, extra_info=extra)
+                                  device=single_core_device(facts, options), tf=tf, extra_info=extra)
+
+
+def single_core_device(facts: Mapping[str, Any], options: Mapping[str, Any]) -> str:
+    """The device of the single-core path: ``--option tpu_device`` or the first logical TPU
+    device TensorFlow listed after connecting (a full name such as
+    ``/job:worker/replica:0/task:0/device:TPU:0`` on a remote TPU; ``/TPU:0`` resolves only
+    on a TPU VM)."""
+    if options.get("tpu_device"):
+        return str(options["tpu_device"])
+    devices = facts.get("devices") or []
+    if not devices:
+        raise UnsupportedCase("TPU: TensorFlow lists no logical TPU device after connecting (batch 1 needs one core)")
+    return str(devices[0])

@@ -107,8 +107,43 @@ class FakeTopology:
     mesh_shape = [1, 1, 1, 2]
 
 
+_PER_REPLICA = []
+
+
+def per_replica_cls():
+    """Like ``tf.distribute``'s PerReplica: one value per replica, a composite tensor that
+    ``tf.function`` traces, reached only through the strategy (``experimental_local_results``,
+    ``strategy.run``); not a tuple, not iterable, not an array -- code that treats it as one
+    fails here as it would on a TPU."""
+    if not _PER_REPLICA:
+        import typing
+
+        import tensorflow as tf
+
+        def refuse(what):
+            def f(self, *a, **k):
+                raise TypeError(f"a PerReplica value is not {what}: use strategy.experimental_local_results")
+            return f
+
+        # built with type(): this module's postponed annotations would hide the field's type from tf
+        PerReplica = type("PerReplica", (tf.experimental.ExtensionType,), {
+            "__annotations__": {"values": typing.Tuple[tf.Tensor, ...]}, "__module__": __name__,
+            "__iter__": refuse("iterable"), "__array__": refuse("an array"), "__len__": refuse("a sequence")})
+
+        _PER_REPLICA.append(PerReplica)
+    return _PER_REPLICA[0]
+
+
+def _regroup(per_replica: list):
+    """A list (one entry per replica) of structures -> a structure of PerReplica (tf's regroup)."""
+    first = per_replica[0]
+    if isinstance(first, (tuple, list)):
+        return type(first)(_regroup([r[j] for r in per_replica]) for j in range(len(first)))
+    return per_replica_cls()(values=tuple(per_replica))
+
+
 class FakeStrategy:
-    """What bench uses of ``TPUStrategy``: a per-replica value is a tuple (one entry per replica)."""
+    """What bench uses of ``TPUStrategy``, with PerReplica values."""
 
     def __init__(self, resolver, replicas=2, calls=None):
         self.resolver = resolver
@@ -125,17 +160,20 @@ class FakeStrategy:
 
     def experimental_distribute_values_from_function(self, value_fn):
         self.calls.append("distribute")
-        per = [value_fn(SimpleNamespace(replica_id_in_sync_group=i, num_replicas_in_sync=self.num_replicas_in_sync))
-               for i in range(self.num_replicas_in_sync)]
-        return tuple(tuple(p[j] for p in per) for j in range(len(per[0])))
+        return _regroup([value_fn(SimpleNamespace(replica_id_in_sync_group=i,
+                                                  num_replicas_in_sync=self.num_replicas_in_sync))
+                         for i in range(self.num_replicas_in_sync)])
 
     def run(self, fn, args=()):
         self.calls.append("run")
-        outs = [fn(*[a[i] for a in args]) for i in range(self.num_replicas_in_sync)]
-        return [tuple(o[j] for o in outs) for j in range(len(outs[0]))]
+        for a in args:
+            assert isinstance(a, per_replica_cls()), f"strategy.run got {type(a).__name__}, not a distributed value"
+        outs = [fn(*[a.values[i] for a in args]) for i in range(self.num_replicas_in_sync)]
+        return _regroup(outs)
 
     def experimental_local_results(self, value):
-        return tuple(value)
+        assert isinstance(value, per_replica_cls()), type(value)
+        return value.values
 
 
 class Proxy:
@@ -149,7 +187,20 @@ class Proxy:
         return getattr(self._base, name)
 
 
-def fake_tf(real, calls, replicas=2):
+def fake_tf(real, calls, replicas=2, device_prefix="/device:TPU:", device_kind="TPU v4"):
+    """TF with a fake resolver/strategy/TPU system; the model runs on the real CPU. Logical TPU
+    devices are listed as ``device_prefix + i``; ``tf.device`` maps exactly those names (and
+    /CPU:0) to the CPU and refuses any other TPU spelling, as a remote cluster would."""
+    names = [f"{device_prefix}{i}" for i in range(replicas)]
+
+    def device(name):
+        if name in names:
+            calls.append(("device", name))
+            return real.device("/CPU:0")
+        if "TPU" in str(name).upper():
+            raise ValueError(f"Cannot resolve device {name!r}: this cluster's TPU devices are {names}")
+        return real.device(name)
+
     def strategy(resolver):
         calls.append(("TPUStrategy", resolver.tpu))
         s = FakeStrategy(resolver, replicas, calls)
@@ -166,13 +217,13 @@ def fake_tf(real, calls, replicas=2):
 
     config = Proxy(real.config,
                    experimental_connect_to_cluster=lambda r: calls.append(("connect_to_cluster", r.tpu)),
-                   list_logical_devices=lambda kind: [SimpleNamespace(name=f"/device:TPU:{i}") for i in range(replicas)],
+                   list_logical_devices=lambda kind: [SimpleNamespace(name=n) for n in names],
                    list_physical_devices=lambda kind: ["TPU0"],
                    experimental=Proxy(real.config.experimental,
-                                      get_device_details=lambda d: {"device_kind": "TPU v4"}))
+                                      get_device_details=lambda d: {"device_kind": device_kind}))
     distribute = Proxy(real.distribute, cluster_resolver=SimpleNamespace(TPUClusterResolver=resolver),
                        TPUStrategy=strategy)
-    return Proxy(real, config=config, distribute=distribute,
+    return Proxy(real, config=config, distribute=distribute, device=device,
                  tpu=SimpleNamespace(experimental=SimpleNamespace(initialize_tpu_system=init)))
 
 
@@ -267,10 +318,9 @@ def test_batch_rules_and_refusals(tpu_backend, mlp):
         b.prepare(mlp.art, precision="fp16", batch=8, threads=2, runtime="tensorflow", options={})
     with pytest.raises(UnsupportedCase, match="int8"):
         b.prepare(mlp.art, precision="int8", batch=8, threads=2, runtime="tensorflow", options={})
-    # batch 1 (single-stream) runs unreplicated on one core; here the fake's core is the CPU
-    s = b.prepare(mlp.art, precision="fp32", batch=1, threads=2, runtime="tensorflow",
-                  options={"tpu_device": "/CPU:0"})
-    assert s.info["execution"] == "single-core" and s.info["device"] == "/CPU:0"
+    # batch 1 (single-stream) runs unreplicated on one core: the first TPU device TF listed
+    s = b.prepare(mlp.art, precision="fp32", batch=1, threads=2, runtime="tensorflow", options={})
+    assert s.info["execution"] == "single-core" and s.info["device"] == "/device:TPU:0"
     np.testing.assert_allclose(s.run({"input": mlp.x[:1]})[0], mlp.ref[:1], atol=1e-5, rtol=1e-5)
 
 
@@ -285,3 +335,94 @@ def test_bf16_variant_runs_with_a_bfloat16_policy(tpu_backend, mlp):
     assert s.info["steps_per_execution"] == 2
     assert np.abs(out - mlp.ref).max() <= 0.05 * np.abs(mlp.ref).max()
     assert not np.allclose(out, mlp.ref, atol=1e-6)  # computed in bfloat16, not fp32
+
+
+# ----------------------------------------------------------------------------- issue 17
+
+@needs_tf
+def test_the_fake_per_replica_value_is_not_a_tuple():
+    v = FakeStrategy(FakeResolver(), 2).experimental_distribute_values_from_function(
+        lambda ctx: (np.full(2, ctx.replica_id_in_sync_group), np.zeros(1)))
+    assert isinstance(v, tuple) and all(isinstance(x, per_replica_cls()) for x in v)
+    with pytest.raises(TypeError):
+        np.concatenate(v[0], axis=0)  # what code that took a PerReplica for a tuple would do
+    with pytest.raises(TypeError):
+        np.asarray(v[0])
+
+
+def test_device_name_carries_the_generation():
+    b = TPUBackend()
+    b.probe = lambda: {**NO_TPU, "accel_devices": ["/dev/accel0"], "libtpu_version": "x", "accelerator_type": "v4-8"}
+    assert b.device_name() == "TPU v4 (v4-8)" and b.describe()["generation"] == "v4"
+    b.probe = lambda: {**NO_TPU, "vfio_devices": ["/dev/vfio/0"], "libtpu_version": "x", "pci_generation": "v5e",
+                       "pci_chips": 4}
+    assert b.device_name() == "TPU v5e (4 chips)"
+    assert TPUBackend._name({**NO_TPU, "accelerator_type": "v5litepod-8"}) != \
+        TPUBackend._name({**NO_TPU, "accelerator_type": "v6e-8"})
+
+
+def test_a_remote_tpu_of_unknown_generation_is_refused_in_one_line():
+    from harness.errors import BenchError
+
+    b = TPUBackend()
+    b.probe = lambda: {**NO_TPU, "tpu_name": "my-tpu"}  # reached by name: nothing local tells the generation
+    with pytest.raises(BenchError, match="cannot tell the TPU generation") as e:
+        b.check_options({})
+    assert "\n" not in str(e.value)
+    b.check_options({"accelerator_type": "v5p-8"})
+    assert b.device_name() == "TPU v5p (v5p-8)"
+    with pytest.raises(BenchError, match="accelerator_type=banana"):
+        b.check_options({"accelerator_type": "banana"})
+
+
+def test_pci_ids_tell_the_generation(tmp_path):
+    from backends.tpu import pci_tpu_chips
+
+    def dev(name, vendor, device, sub="0x0000"):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "vendor").write_text(vendor + "\n")
+        (d / "device").write_text(device + "\n")
+        (d / "subsystem_device").write_text(sub + "\n")
+
+    dev("0000:00:04.0", "0x1ae0", "0x0063")
+    dev("0000:00:05.0", "0x1ae0", "0x0063")
+    dev("0000:00:06.0", "0x10de", "0x2330")  # an NVIDIA GPU: not a TPU
+    assert pci_tpu_chips(str(tmp_path)) == ("v5e", 2)
+    other = tmp_path / "v3"
+    other.mkdir()
+    assert pci_tpu_chips(str(other)) == (None, 0)
+    (tmp_path / "v3" / "a").mkdir()
+    for f, v in (("vendor", "0x1ae0"), ("device", "0x0027"), ("subsystem_device", "0x004f")):
+        (tmp_path / "v3" / "a" / f).write_text(v)
+    assert pci_tpu_chips(str(other)) == ("v3", 1)
+
+
+@needs_tf
+def test_remote_tpu_single_core_runs_on_the_device_tf_lists(mlp):
+    from backends import tf_runtime
+
+    real = tf_runtime.import_tf(2)
+    calls: list = []
+    b = TPUBackend()
+    b.probe = lambda: {**NO_TPU, "tpu_name": "my-tpu", "accelerator_type": "v4-8"}
+    remote = "/job:worker/replica:0/task:0/device:TPU:"
+    b.import_tf = lambda threads: fake_tf(real, calls, device_prefix=remote)
+    s = b.prepare(mlp.art, precision="fp32", batch=1, threads=2, runtime="tensorflow", options={})
+    assert calls[0] == ("TPUClusterResolver", "my-tpu")
+    assert s.info["device"] == remote + "0"
+    np.testing.assert_allclose(s.run({"input": mlp.x[:1]})[0], mlp.ref[:1], atol=1e-5, rtol=1e-5)
+    assert ("device", remote + "0") in calls
+
+
+@needs_tf
+def test_a_generation_mismatch_after_connecting_is_refused(mlp):
+    from backends import tf_runtime
+
+    real = tf_runtime.import_tf(2)
+    b = TPUBackend()
+    b.probe = lambda: {**NO_TPU, "accel_devices": ["/dev/accel0"], "libtpu_version": "x",
+                       "accelerator_type": "v5litepod-4"}
+    b.import_tf = lambda threads: fake_tf(real, [], device_kind="TPU v4")
+    with pytest.raises(UnsupportedCase, match="generation mismatch"):
+        b.prepare(mlp.art, precision="fp32", batch=8, threads=2, runtime="tensorflow", options={})
