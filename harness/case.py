@@ -6,12 +6,15 @@ adds identity (key, case id) and worker facts (exit code, stderr) around what it
 Scenarios (MLPerf's definitions, adapted to one process):
 - ``single-stream``: batch 1; each query is sent when the previous one completed; every
   sample is one query's latency; headline = p90 latency.
-- ``offline``: queries of ``batch`` samples back to back (one case per batch size of the
-  sweep); headline = samples/s = batch / mean query latency. The report picks the best
-  batch. ``server`` (Poisson arrivals) and ``multi-stream`` are named in the schema and
-  refused here until they are implemented.
-Inputs rotate through a pool of distinct real eval batches (LoadGen's performance sample
-set), cast to the model's input dtype before timing starts.
+- ``offline``, ``server``, ``multi-stream``: driven by bench's load generator
+  (:mod:`harness.scenario_case` -> :mod:`harness.scenarios` -> :mod:`harness.loadgen`), with
+  several queries in flight when the session declares ``max_concurrency > 1``. Offline: all
+  samples issued at once, headline = samples completed / wall time (one case per batch size
+  of the sweep). Server: Poisson arrivals, headline ``max_qps`` under the latency bound
+  (or ``qps`` at ``--target-qps``). Multi-stream: 8 samples a query, headline p99.
+Single-stream inputs rotate through a pool of distinct real eval batches (LoadGen's
+performance sample set), cast to the model's input dtype before timing starts.
+``--driver loadgen`` also runs the case under MLPerf LoadGen (:mod:`harness.lg_driver`).
 """
 from __future__ import annotations
 
@@ -20,8 +23,8 @@ import time
 
 import numpy as np
 
-SCENARIOS = ("single-stream", "offline")
-FUTURE_SCENARIOS = ("server", "multi-stream")
+SCENARIOS = ("single-stream", "offline", "server", "multi-stream")
+GENERATOR_SCENARIOS = ("offline", "server", "multi-stream")
 POOL_BATCHES = 32
 
 
@@ -59,7 +62,7 @@ def run_case(payload: dict) -> dict:
     from harness.energy import measure_energy
     from harness.measure import MeasureSettings, measure, verdict, warm_up
     from harness.plugins import get_backend, load_object
-    from harness.stats import summarize
+    from harness.stats import early_stopping_percentile, summarize
 
     case = payload["case"]
     scenario = case["scenario"]
@@ -67,13 +70,21 @@ def run_case(payload: dict) -> dict:
     if scenario not in SCENARIOS:
         return {"status": "unsupported", "reason": f"scenario {scenario} is not implemented yet"}
     settings = MeasureSettings(**payload["settings"])
+    sc_opts = payload.get("scenario") or {}
+    threads = int(payload["threads"])
+    concurrency = 1
+    if scenario in GENERATOR_SCENARIOS:
+        from harness.scenario_case import threads_for
+
+        concurrency = int(sc_opts.get("concurrency") or threads)
+        threads = threads_for(threads, concurrency)
     ref = payload.get("backend_ref")
     backend = load_object(ref)() if ref else get_backend(case["backend"])
     artifact = Artifact.load(payload["artifact_dir"])
 
     t_prep = time.perf_counter()
     try:
-        session = backend.prepare(artifact, precision=case["precision"], batch=batch, threads=payload["threads"],
+        session = backend.prepare(artifact, precision=case["precision"], batch=batch, threads=threads,
                                   runtime=case["runtime"], options=payload.get("options") or {})
     except UnsupportedCase as exc:
         return {"status": "unsupported", "reason": str(exc)}
@@ -83,6 +94,9 @@ def run_case(payload: dict) -> dict:
     prepare_s = time.perf_counter() - t_prep
 
     ev = artifact.eval_data()
+    if scenario in GENERATOR_SCENARIOS:
+        return _generator_case(payload, session, artifact, ev, settings, scenario, batch, sc_opts, threads,
+                               concurrency, prepare_s)
     pool = input_pool(ev["x"], artifact.inputs, batch)
     run = session.run
     sync = session.synchronize
@@ -125,10 +139,18 @@ def run_case(payload: dict) -> dict:
                             baseline_value=ref_meta.get("value") if metric == "top1" else None,
                             gate=payload.get("gate"), metric=metric)
     v = verdict(stats, res.stop_reason, settings, accuracy_passed=accuracy["passed"])
+    es = early_stopping_percentile(samples, 0.90)
+    if not es["valid"]:
+        v["valid"] = False
+        v["reasons"].append(f"early_stopping: {es['n']} queries < {es['min_queries']} needed for a p90 estimate "
+                            "at 99 % confidence")
+    lg_summary = _loadgen_driver(payload, session, ev, artifact, scenario, batch, sc_opts, stats)
     timings = session.timings()  # before close(): a session may free what it measured
     info = session.info
     session.close()
     return {
+        "early_stopping": es,
+        **({"loadgen": lg_summary} if lg_summary is not None else {}),
         "status": "ok" if v["valid"] else "invalid",
         "reason": None if v["valid"] else "; ".join(v["reasons"]),
         "latency_ns": stats,
@@ -146,4 +168,68 @@ def run_case(payload: dict) -> dict:
         "energy": energy,
         "backend_info": info,
         "timings": timings,
+    }
+
+
+def _loadgen_driver(payload, session, ev, artifact, scenario, batch, sc_opts, stats, bench_value=None):
+    """``--driver loadgen``: the same case under MLPerf LoadGen, on the same session (or None)."""
+    if (sc_opts.get("driver") or "bench") != "loadgen":
+        return None
+    from harness import lg_driver
+    from harness.scenario_case import sample_library
+
+    data = sample_library(ev["x"], artifact.inputs)
+    try:
+        return lg_driver.run_case(session, scenario=scenario, batch=batch, data=data, opts=sc_opts,
+                                  settings=payload["settings"], bench_stats=stats, bench_value=bench_value,
+                                  concurrency=int(sc_opts.get("concurrency") or payload["threads"]))
+    except lg_driver.LoadGenMissing as exc:
+        return {"result": None, "error": str(exc)}
+
+
+def _generator_case(payload, session, artifact, ev, settings, scenario, batch, sc_opts, threads, concurrency,
+                    prepare_s):
+    """Offline / server / multi-stream through bench's load generator (see harness.scenario_case)."""
+    from harness import accuracy as acc
+    from harness import scenario_case as scase
+
+    data = scase.sample_library(ev["x"], artifact.inputs)
+    res = scase.run(session, scenario=scenario, batch=batch, data=data, measure_settings=settings, opts=sc_opts,
+                    threads_per_query=threads, requested_concurrency=concurrency)
+    # the window spans a warm-up, a peak search and the integrity checks: no per-inference energy yet
+    energy = {"available": False, "reason": "energy is not measured for load-generator scenarios yet"}
+    logged = res.pop("_logged")
+    run, sync = session.run, session.synchronize
+    outputs = acc.run_eval(lambda x: (run(x), sync())[0], ev["x"], batch)
+    ref_meta = artifact.meta.get("reference") or {}
+    metric = payload.get("metric") or ("top1" if ev["labels"] is not None else "top1_agreement")
+    baseline = ref_meta.get("value") if metric == "top1" else None
+    accuracy = acc.evaluate(outputs, labels=ev["labels"], reference=ev["reference"], baseline_value=baseline,
+                            gate=payload.get("gate"), metric=metric)
+    in_window = scase.in_window_accuracy(logged, outputs, ev["labels"])
+    v = res["validity"]
+    if accuracy["passed"] is False:
+        v["valid"] = False
+        v["reasons"].append("accuracy_gate_failed: accuracy outside the gate")
+    if in_window is not None and in_window.get("passed") is False:
+        v["valid"] = False
+        v["reasons"].append(f"integrity_accuracy: only {100 * in_window['agreement']:.1f}% of the responses "
+                            "logged during the timed window match the accuracy pass's outputs")
+    res["generator"]["integrity"]["in_window_accuracy"] = in_window
+    lg_summary = _loadgen_driver(payload, session, ev, artifact, scenario, batch, sc_opts, res["latency_ns"],
+                                 bench_value=res["headline"]["value"])
+    timings = session.timings()
+    info = session.info
+    session.close()
+    res["warmup"] = {**res["warmup"], "prepare_s": prepare_s}
+    return {
+        "status": "ok" if v["valid"] else "invalid",
+        "reason": None if v["valid"] else "; ".join(v["reasons"]),
+        **res,
+        "attempts": [],
+        "accuracy": accuracy,
+        "energy": energy,
+        "backend_info": info,
+        "timings": timings,
+        **({"loadgen": lg_summary} if lg_summary is not None else {}),
     }

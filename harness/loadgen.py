@@ -196,12 +196,15 @@ def _log(mode, sched, issued, rec: _Recorder, samples, t0, target_qps=None, **ex
 def run_open_loop(sut, arrivals_ns: np.ndarray, sample_of: Callable[[int], Sequence[int]], *,
                   clock: Clock = time.perf_counter_ns, lead_ns: int = 1_000_000,
                   spin_ns: int = 200_000, yield_gil: bool | None = None, drain_timeout_s: float = 60.0,
-                  sleep: Callable[[float], None] = time.sleep) -> QueryLog:
+                  sleep: Callable[[float], None] = time.sleep, switch_s: float = 5e-5) -> QueryLog:
     """Issue query ``i`` at ``t0 + lead_ns + arrivals_ns[i]``, never waiting for completions.
 
-    Waiting for an arrival: sleep until ``spin_ns`` before it, then spin on the clock (with
-    ``yield_gil`` the spin calls ``time.sleep(0)``, releasing the GIL so worker threads in
-    this process are not held up; default: when the SUT says it is ``threaded``). A query
+    Waiting for an arrival: sleep until ``spin_ns`` before it (the GIL is free meanwhile), then
+    spin on the clock. With a ``threaded`` SUT (worker threads in this process) the
+    interpreter's switch interval is lowered to ``switch_s`` for the run, so a worker that
+    needs the GIL while the generator spins waits at most that long (CPython's default is
+    5 ms); ``yield_gil=True`` instead calls ``time.sleep(0)`` in the spin (gives the CPU away:
+    on a loaded machine the generator then wakes up milliseconds late). A query
     whose time has passed is issued at once and keeps its scheduled time. After the last
     issue, waits up to ``drain_timeout_s`` for completions (never-completed queries keep
     completed = -1 and the caller marks the run invalid). ``clock`` and ``sleep`` are injectable
@@ -209,16 +212,16 @@ def run_open_loop(sut, arrivals_ns: np.ndarray, sample_of: Callable[[int], Seque
     """
     arrivals = np.asarray(arrivals_ns, dtype=np.int64)
     n = len(arrivals)
-    if yield_gil is None:
-        yield_gil = bool(getattr(sut, "threaded", False))
+    threaded = bool(getattr(sut, "threaded", False))
+    yield_gil = bool(yield_gil)
     rec = _Recorder(n)
     done = rec.done
     issue = sut.issue
     issued = array("q", bytes(8 * n))
     samples = array("q", bytes(8 * n))
     old_switch = sys.getswitchinterval()
-    if yield_gil:
-        sys.setswitchinterval(1e-4)  # a worker's Python part never waits 5 ms for the GIL
+    if threaded:
+        sys.setswitchinterval(switch_s)  # a worker waits at most this long for the GIL
     try:
         t0 = clock()
         sched = (arrivals + (t0 + lead_ns)).tolist()

@@ -36,6 +36,9 @@ class RunOptions:
     argv: list[str] = field(default_factory=list)
     user_models: list[str] = field(default_factory=list)  # *.onnx files / package.module:factory
     input_shapes: list[str] = field(default_factory=list)  # NAME=1x3x224x224, for user_models
+    #: load-generator scenarios: target_qps, latency_bound_ms, samples_per_query, concurrency,
+    #: max_queue_delay_us, driver ("bench" | "loadgen"); None values = defaults
+    scenario_options: dict = field(default_factory=dict)
 
 
 def default_threads() -> int:
@@ -90,6 +93,7 @@ def run(opts: RunOptions, *, on_event: Callable[[str, dict], None] | None = None
     backend, runtime = resolve_backend(opts.backend, opts.runtime)
     if hasattr(backend, "check_options"):  # e.g. fpga: unknown part / impossible precision -> one line, exit 2
         backend.check_options(opts.backend_options)
+    _check_scenario_options(opts.scenario_options)
     threads = opts.threads or default_threads()
     timeout = opts.case_timeout_s or suite.case_timeout_s or DEFAULT_CASE_TIMEOUT_S
     settings = build_settings(suite.measurement, opts.measurement)
@@ -224,6 +228,9 @@ def _run_one(pc, base, art, backend, settings, threads, timeout, suite, opts) ->
         "gate": suite.gate,
         "metric": _metric(suite.metric, art),
         "options": opts.backend_options,
+        "scenario": {**{k: v for k, v in opts.scenario_options.items() if v is not None},
+                     **({} if opts.scenario_options.get("latency_bound_ms") is not None else
+                        {"latency_bound_ms": _bound(suite, pc.model)})},
         # the parent resolved the backend; the worker loads that very class (no second discovery)
         "backend_ref": f"{type(backend).__module__}:{type(backend).__qualname__}",
     }
@@ -244,6 +251,35 @@ def _run_one(pc, base, art, backend, settings, threads, timeout, suite, opts) ->
         _carry_estimates(result)
         return _finish(base, art, result)
     return _finish(base, art, {"status": "failed", "reason": wr.reason or "worker failed", "worker": worker})
+
+
+def _check_scenario_options(o: dict) -> None:
+    """Bad load-generator options and a missing LoadGen: one line, exit 2, before any case runs."""
+    from harness.scenarios import ScenarioSettings
+
+    try:
+        ScenarioSettings(target_qps=o.get("target_qps"), latency_bound_ms=o.get("latency_bound_ms"),
+                         samples_per_query=o.get("samples_per_query") or 8).validate()
+    except ValueError as exc:
+        raise BenchError(str(exc)) from None
+    if o.get("samples_per_query") is not None and int(o["samples_per_query"]) < 1:
+        raise BenchError(f"multi-stream samples per query must be an integer >= 1, got {o['samples_per_query']!r}")
+    if o.get("concurrency") is not None and int(o["concurrency"]) < 1:
+        raise BenchError(f"concurrency must be >= 1, got {o['concurrency']!r}")
+    if (o.get("driver") or "bench") not in ("bench", "loadgen"):
+        raise BenchError(f"unknown driver {o['driver']!r} (choose from: bench, loadgen)")
+    if o.get("driver") == "loadgen":
+        from harness.lg_driver import require
+
+        require()
+
+
+def _bound(suite, model: str) -> float | None:
+    """The suite's server latency bound for ``model`` (per model, else suite-wide; None = default)."""
+    for m in suite.models:
+        if m["name"] == model and m.get("latency_bound_ms") is not None:
+            return float(m["latency_bound_ms"])
+    return suite.data.get("latency_bound_ms")
 
 
 def _metric(suite_metric: str | None, art) -> str | None:

@@ -186,9 +186,10 @@ def run_multi_stream(sut, settings: ScenarioSettings, n_samples: int, **kw) -> d
 
 def run_server(sut, qps: float, settings: ScenarioSettings, n_samples: int, *, seed: int | None = None,
                clock=time.perf_counter_ns, sleep=time.sleep) -> dict:
-    """One open-loop run at ``qps``: n = max(min queries, qps x min duration), capped at qps x max duration."""
+    """One open-loop run at ``qps``: n = max(min queries, qps x min duration) queries, but no more
+    than qps x max duration unless the minimum count needs them (MLPerf: both minima must hold)."""
     n = max(settings.need_queries, math.ceil(qps * settings.min_duration_s))
-    n = max(1, min(n, math.ceil(qps * settings.max_duration_s)))
+    n = max(1, min(n, max(settings.need_queries, math.ceil(qps * settings.max_duration_s))))
     arrivals = lg.poisson_schedule(qps, n, settings.seed if seed is None else seed)
     log = lg.run_open_loop(sut, arrivals, _cycle(n_samples, 1), clock=clock, sleep=sleep)
     log.target_qps = float(qps)

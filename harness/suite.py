@@ -100,7 +100,8 @@ def load(name_or_path: str, _seen: tuple = ()) -> Suite:
         if isinstance(item, str):
             item = {"name": item}
         suite.models.append({"name": item["name"], "variants": item.get("variants", default_variants),
-                             "batch_sizes": item.get("batch_sizes", default_batches)})
+                             "batch_sizes": item.get("batch_sizes", default_batches),
+                             "latency_bound_ms": item.get("latency_bound_ms", data.get("latency_bound_ms"))})
     here = str(path.resolve())
     for inc in data.get("include", []):
         target = str(suites[inc].resolve()) if inc in suites else str(Path(inc).resolve())
@@ -167,7 +168,10 @@ def plan(suite: Suite, *, backend: str, runtime: str, scenarios: list[str] | Non
         for variant in m["variants"]:
             prec = variant_precision(variant)
             for sc in scen:
-                bs = [1] if sc == "single-stream" else (batches or m["batch_sizes"])
+                # server queries are single samples (batched only by the SUT's dynamic batching);
+                # a multi-stream query of 8 samples runs as one batch of 8 unless --batch says otherwise
+                bs = [1] if sc == "single-stream" else [1] if (sc == "server" and not batches) else \
+                    [8] if (sc == "multi-stream" and not batches) else (batches or m["batch_sizes"])
                 for b in bs:
                     pc = PlannedCase(m["name"], variant, backend, runtime, prec, int(b), sc)
                     if pc not in seen:  # suites joined by include: may name a case twice

@@ -15,7 +15,7 @@ SCENARIOS = ["single-stream", "offline", "server", "multi-stream"]
 @click.option("--backend", default="cpu", show_default=True, help="Backend (bench list backends).")
 @click.option("--runtime", default=None, help="Runtime of the backend (default: the backend's default).")
 @click.option("--scenario", "scenarios", type=CommaList(choices=SCENARIOS), default=None,
-              help="Comma list: single-stream,offline (default: the suite's).")
+              help="Comma list of single-stream, multi-stream, server, offline (default: the suite's).")
 @click.option("--batch", "batches", type=CommaList(int, positive=True), default=None,
               help="Offline batch sweep, e.g. 1,8,32 (default: the suite's).")
 @click.option("--min-time", type=Positive(float, allow_zero=True), default=None, help="Minimum measuring time per case (s).")
@@ -39,12 +39,26 @@ SCENARIOS = ["single-stream", "offline", "server", "multi-stream"]
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=1x3x224x224",
               help="Input shape of your own model, batch first (repeatable, one per input; NAME= may be left "
                    "out for a single input). Needed for torch factories and for dynamic dims.")
+@click.option("--target-qps", type=Positive(float), default=None,
+              help="server: run at this QPS (Poisson arrivals) instead of searching the peak.")
+@click.option("--latency-bound", "latency_bound", type=Positive(float), default=None, metavar="MS",
+              help="server: p99 latency bound in ms (default: the suite's, else 15 ms).")
+@click.option("--multistream-samples", type=Positive(int), default=None,
+              help="multi-stream: samples per query (default 8).")
+@click.option("--concurrency", type=Positive(int), default=None,
+              help="Queries in flight for server/multi-stream/offline (default: --threads; intra-op threads "
+                   "per query = threads / concurrency).")
+@click.option("--max-queue-delay", "max_queue_delay", type=Positive(float, allow_zero=True), default=None,
+              metavar="US", help="server: dynamic batching, wait up to this many µs to fill a batch of --batch.")
+@click.option("--driver", type=click.Choice(["bench", "loadgen"]), default="bench", show_default=True,
+              help="loadgen: also run each case under MLPerf LoadGen (package mlcommons-loadgen).")
 @click.option("--rebuild", is_flag=True, help="Rebuild model artifacts even when cached.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 @click.pass_context
 def command(ctx, suite, backend, runtime, scenarios, batches, min_time, max_time, min_iterations, target_ci,
             threads, case_timeout, out_dir, tags, backend_options, part, precision, reuse_factor, fit, models,
-            input_shapes, rebuild, quiet):
+            input_shapes, target_qps, latency_bound, multistream_samples, concurrency, max_queue_delay, driver,
+            rebuild, quiet):
     """Run a suite on a backend: one isolated worker per case, a table, a record.
 
     Exit 0 when every case is ok, 1 when any case failed or is invalid, 2 on bad input.
@@ -78,6 +92,9 @@ def command(ctx, suite, backend, runtime, scenarios, batches, min_time, max_time
                             if v is not None}},
         argv=sys.argv[1:] if sys.argv and sys.argv[0].endswith("bench") else ["run", *ctx.args],
         user_models=user_models, input_shapes=list(input_shapes),
+        scenario_options={"target_qps": target_qps, "latency_bound_ms": latency_bound,
+                          "samples_per_query": multistream_samples, "concurrency": concurrency,
+                          "max_queue_delay_us": max_queue_delay, "driver": driver},
     )
     from rich.console import Console
 

@@ -1,0 +1,218 @@
+"""Worker side of the load-generator scenarios (server, multi-stream, offline) for one case.
+
+Place in the data path: worker case (:mod:`harness.case`, after ``prepare``) -> **this
+driver** (query sample library, SUT adapter, warm-up, scenario run or peak search,
+integrity checks, record fields) -> :mod:`harness.scenarios` / :mod:`harness.loadgen`.
+``--driver loadgen`` additionally runs the same case under MLPerf LoadGen
+(:mod:`harness.lg_driver`) on the same session.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from harness import scenarios as sc
+from harness.sut import SessionSUT
+
+#: responses kept for the in-window accuracy check: every k-th query (bounded memory)
+LOG_EVERY = 4
+
+
+def sample_library(eval_x: dict, inputs_meta: list[dict]) -> dict:
+    """The query sample library: every eval sample, per input, cast to the model's dtype."""
+    return {i["name"]: np.ascontiguousarray(eval_x[i["name"]].astype(i["dtype"])) for i in inputs_meta}
+
+
+def scenario_settings(scenario: str, opts: dict, measure_settings) -> sc.ScenarioSettings:
+    """Scenario sizing from the case's measurement settings and the user's scenario options."""
+    s = sc.ScenarioSettings(
+        scenario=scenario,
+        min_duration_s=float(measure_settings.min_time_s),
+        max_duration_s=float(max(measure_settings.max_time_s, measure_settings.min_time_s)),
+        min_queries=opts.get("min_queries"),
+        target_qps=opts.get("target_qps"),
+        latency_bound_ms=opts.get("latency_bound_ms"),
+        samples_per_query=int(opts.get("samples_per_query") or 8),
+        seed=int(opts.get("seed") or 0),
+    )
+    s.validate()
+    return s
+
+
+def concurrency_plan(session, requested: int) -> dict:
+    """How many queries may be in flight: min(requested, the session's declared max)."""
+    declared = int(getattr(session, "max_concurrency", 1) or 1)
+    used = max(1, min(int(requested), declared))
+    out = {"requested": int(requested), "session_max": declared, "used": used}
+    if declared <= 1 < requested:
+        out["note"] = "the session's run() is not declared thread-safe: one query in flight"
+    return out
+
+
+def _step_record(r: dict, settings: sc.ScenarioSettings) -> dict:
+    s = r["summary"]
+    es = s.get("early_stopping") or {}
+    lat = s.get("latency_ns") or {}
+    return {"target_qps": s.get("target_qps"), "scheduled_qps": s.get("scheduled_qps"),
+            "completed_qps": s.get("queries_per_s"), "queries": s["queries"], "duration_s": s["duration_s"],
+            "p50_ns": lat.get("p50"), "p99_ns": lat.get("p99"), "p99_early_stopping_ns": es.get("estimate"),
+            "bound_ns": settings.bound_ns, "over_bound": s.get("over_bound"),
+            "schedule_error_p50_ns": (s.get("schedule_error_ns") or {}).get("p50"),
+            "valid": r["validity"]["valid"], "reasons": r["validity"]["reasons"]}
+
+
+def run(session, *, scenario: str, batch: int, data: dict, measure_settings, opts: dict, threads_per_query: int,
+        requested_concurrency: int) -> dict:
+    """Run one scenario case on a prepared session; returns the measured part of the record
+    (everything but accuracy, energy and backend facts, which :mod:`harness.case` adds)."""
+    from backends.base import Session
+
+    settings = scenario_settings(scenario, opts, measure_settings)
+    conc = concurrency_plan(session, requested_concurrency)
+    conc["intra_op_threads_per_query"] = threads_per_query
+    needs_sync = type(session).synchronize is not Session.synchronize
+    sync = session.synchronize if needs_sync else None
+    n_samples = len(next(iter(data.values())))
+    closed = scenario == "multi-stream"
+    inline = closed and conc["used"] == 1
+    delay_ns = int(float(opts.get("max_queue_delay_us") or 0) * 1000) if scenario == "server" else 0
+    sut = SessionSUT(session.run, data, batch=batch, concurrency=conc["used"], inline=inline,
+                     max_queue_delay_ns=delay_ns, log_every=LOG_EVERY, sync=sync)
+    try:
+        # warm-up and a service-time estimate: inline queries of one batch, at least 0.05 s and 10 runs
+        t_end = time.perf_counter() + max(0.05, min(1.0, float(measure_settings.warmup_min_time_s)))
+        times = []
+        i = 0
+        while len(times) < 10 or time.perf_counter() < t_end:
+            idx = range(i % n_samples, i % n_samples + 1) if batch == 1 else [(i + j) % n_samples for j in range(batch)]
+            t0 = time.perf_counter_ns()
+            session.run(sut.inputs_for(idx))
+            if sync:
+                sync()
+            times.append(time.perf_counter_ns() - t0)
+            i += 1
+            if len(times) > 100_000:
+                break
+        service_ns = float(np.median(times))
+        warm = {"iterations": len(times), "service_p50_ns": service_ns}
+        steps = []
+        out: dict = {}
+        if scenario == "server":
+            def run_at(qps: float) -> dict:
+                sut.responses.clear()
+                r = sc.run_server(sut, qps, settings, n_samples)
+                rec = _step_record(r, settings)
+                rec["_run"] = r
+                return rec
+
+            if settings.target_qps:
+                best = run_at(settings.target_qps)
+                steps = [best]
+                metric = "qps"
+            else:
+                # start at half the throughput a burst of queries reaches through the SUT (its worker
+                # threads included), so the ramp brackets the peak in a few steps
+                burst = sc.lg.run_burst(sut, list(range(min(n_samples, 2000) if batch == 1 else 256 * batch)))
+                capacity = (burst.samples[0] / batch) / max(burst.duration_ns() / 1e9, 1e-9)
+                warm["burst_qps"] = capacity
+                start = 0.5 * capacity
+                best, steps = sc.search_peak(run_at, start, tolerance=settings.search_tolerance,
+                                             max_steps=settings.search_max_steps)
+                metric = "max_qps"
+            chosen = best if best is not None else steps[-1]
+            result = chosen["_run"]
+            if best is None:
+                result = dict(result)
+                result["validity"] = {"valid": False, "reasons": ["latency_bound: no QPS tried kept the p99 within "
+                                                                  f"{settings.bound_ns / 1e6:g} ms"] +
+                                      [r for r in result["validity"]["reasons"] if not r.startswith("latency_bound")],
+                                      "warnings": result["validity"]["warnings"]}
+            value = float(chosen["qps"] if best is not None else 0.0) if metric == "max_qps" else \
+                float(result["summary"]["queries_per_s"] or 0.0)
+            out["headline"] = {"metric": metric, "value": value, "unit": "1/s"}
+        elif scenario == "multi-stream":
+            result = sc.run_multi_stream(sut, settings, n_samples)
+            es = result["summary"]["early_stopping"] or {}
+            value = es.get("estimate") or (result["summary"]["latency_ns"] or {}).get("p99")
+            out["headline"] = {"metric": "p99_latency", "value": float(value or 0.0), "unit": "ns"}
+        else:  # offline
+            expected = conc["used"] * batch / max(service_ns / 1e9, 1e-9)
+            result = sc.run_offline(sut, settings, n_samples, expected_sps=expected)
+            out["headline"] = {"metric": "samples_per_s", "value": float(result["summary"]["samples_per_s"] or 0.0),
+                               "unit": "1/s"}
+        summary = result["summary"]
+        validity = {k: list(v) if isinstance(v, list) else v for k, v in result["validity"].items()}
+        logged = sc.logged_responses(sut.responses)
+        errors = list(sut.errors)
+        # integrity (MLPerf TEST04-like): does a repeated sample come back suspiciously fast?
+        check_sut = sut if not sut.threaded else SessionSUT(session.run, data, batch=batch, inline=True, sync=sync)
+        caching = sc.caching_check(check_sut, settings, n_samples,
+                                   queries=int(min(400, max(16, 0.25e9 / max(service_ns, 1.0)))))
+    finally:
+        sut.close()
+    if errors:
+        validity["valid"] = False
+        validity["reasons"].append(f"sut_errors: {len(errors)} runs raised, first: {errors[0]}")
+    if caching.get("passed") is False:
+        validity["valid"] = False
+        validity["reasons"].append(f"integrity_caching: same-sample p50 is {100 * (1 - caching['ratio']):.0f}% faster "
+                                   "than distinct samples (results cached?)")
+    log = result["log"]
+    lat = log.latency_ns()[log.completed >= 0]
+    out.update({
+        "validity": validity,
+        "latency_ns": summary["latency_ns"],
+        "throughput": {"samples_per_s": summary["samples_per_s"], "queries_per_s": summary["queries_per_s"]},
+        "samples_ns": [int(x) for x in lat],
+        "iterations": summary["queries"],
+        "duration_s": summary["duration_s"],
+        "stop_reason": None,
+        "warmup": warm,
+        "generator": {
+            "settings": settings.to_dict(),
+            "summary": {k: v for k, v in summary.items() if k != "latency_ns"},
+            "queries": log.to_record(),
+            "steps": [{k: v for k, v in s.items() if k != "_run"} for s in steps],
+            "concurrency": conc,
+            "dynamic_batching": ({"max_queue_delay_us": delay_ns / 1000, "batch": batch,
+                                  "batch_sizes_p50": float(np.median(sut.batch_sizes)) if sut.batch_sizes else None}
+                                 if delay_ns else None),
+            "integrity": {"caching": caching},
+        },
+        "_logged": logged,
+    })
+    return out
+
+
+def in_window_accuracy(logged, accuracy_outputs: np.ndarray, labels: np.ndarray | None, *,
+                       min_agreement: float = 0.99, rtol: float = 1e-3) -> dict | None:
+    """Responses logged during the timed window against the accuracy pass's outputs for the same
+    samples (after MLPerf's TEST01: performance-mode responses must match accuracy-mode ones).
+
+    Per logged sample: agree when argmax matches (classifiers) and the output is close,
+    |y - r| <= rtol x max|r| + 1e-6. ``passed`` when the agreeing fraction >= ``min_agreement``.
+    ``top1`` on the logged samples is reported too when labels exist (a small subset: not gated).
+    """
+    if logged is None:
+        return None
+    idx, outputs = logged
+    ref = accuracy_outputs[idx]
+    y = outputs.reshape(len(outputs), -1).astype(np.float64)
+    r = ref.reshape(len(ref), -1).astype(np.float64)
+    scale = float(np.abs(r).max()) if r.size else 0.0
+    close = (np.abs(y - r) <= rtol * scale + 1e-6).all(axis=1)
+    if y.shape[1] > 1:
+        close &= y.argmax(1) == r.argmax(1)
+    agreement = float(close.mean())
+    out = {"n_samples": int(len(idx)), "agreement": agreement, "min_agreement": min_agreement,
+           "max_abs_diff": float(np.abs(y - r).max()), "passed": bool(agreement >= min_agreement)}
+    if labels is not None and y.shape[1] > 1:
+        out["top1"] = float((y.argmax(1) == labels[idx]).mean())
+    return out
+
+
+def threads_for(threads: int, concurrency: int) -> int:
+    """Intra-op threads per query so N queries in flight do not oversubscribe ``threads`` cores."""
+    return max(1, math.floor(threads / max(1, concurrency)))
