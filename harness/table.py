@@ -45,10 +45,24 @@ STATUS_STYLE = {"ok": "green", "invalid": "yellow", "failed": "red", "skipped": 
 
 
 COLUMNS = (("model", "left"), ("variant", "left"), ("backend", "left"), ("prec", "left"), ("batch", "right"),
-           ("scenario", "left"), ("p50", "right"), ("p90", "right"), ("p99", "right"), ("±CI", "right"),
+           ("scenario", "left"), ("headline", "right"), ("p50", "right"), ("p90", "right"), ("p99", "right"), ("±CI", "right"),
            ("throughput", "right"), ("accuracy", "right"), ("status", "left"))
 #: dropped first when the terminal is narrow (the record has them all)
-NARROW_DROP = ("backend", "±CI", "p99", "prec")
+NARROW_DROP = ("backend", "±CI", "p99", "prec", "p90")
+
+
+def fmt_headline(h: dict | None) -> str:
+    """The scenario's headline: p90/p99 latency, (max) QPS or samples/s."""
+    if not h or h.get("value") is None:
+        return "-"
+    m, v = h.get("metric"), h["value"]
+    if m in ("p90_latency", "p99_latency"):
+        return f"{m[:3]} {fmt_time_ns(v)}"
+    if m == "max_qps":
+        return f"max {fmt_rate(v).replace('/s', '')} QPS"
+    if m == "qps":
+        return f"{fmt_rate(v).replace('/s', '')} QPS"
+    return fmt_rate(v)
 
 
 def run_table(record: dict, title: str | None = None, width: int | None = None):
@@ -91,7 +105,8 @@ def run_table(record: dict, title: str | None = None, width: int | None = None):
         cells = {"case": f"{c['model']} {c['variant']}"}
         cells.update(zip([c[0] for c in COLUMNS], (
             c["model"], c["variant"], f"{c['backend']}/{c['runtime']}", c["precision"], str(c["batch"]),
-            _SHORT.get(c["scenario"], c["scenario"]) if tiny else c["scenario"], fmt_time_ns(lat.get("p50")) + est, fmt_time_ns(lat.get("p90")) + est,
+            _SHORT.get(c["scenario"], c["scenario"]) if tiny else c["scenario"],
+            fmt_headline(c.get("headline")) + (est if c.get("headline") else ""), fmt_time_ns(lat.get("p50")) + est, fmt_time_ns(lat.get("p90")) + est,
             fmt_time_ns(lat.get("p99")) + est, "-" if ci is None else f"{ci * 100:.1f}%",
             fmt_rate(thr) + est,
             fmt_accuracy(c.get("accuracy"), delta=not tiny), status_cell,
