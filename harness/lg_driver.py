@@ -83,6 +83,9 @@ def run_loadgen(sut: SessionSUT, *, scenario: str, n_samples: int, min_duration_
     used = {"scenario": _SCEN[scenario], "mode": "PerformanceOnly", "min_duration_ms": s.min_duration_ms,
             "max_duration_ms": s.max_duration_ms, "min_query_count": s.min_query_count}
     if scenario == "server":
+        # like bench, let the run last as long as the minimum query count needs
+        s.max_duration_ms = max(s.max_duration_ms, int(2000 * min_queries / float(target_qps)))
+        used["max_duration_ms"] = s.max_duration_ms
         s.server_target_qps = float(target_qps)
         s.server_target_latency_ns = int(bound_ns)
         s.server_target_latency_percentile = 0.99
