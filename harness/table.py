@@ -65,6 +65,18 @@ def fmt_headline(h: dict | None) -> str:
     return fmt_rate(v)
 
 
+def _headline_cell(c: dict, lat: dict, thr, est: str) -> str:
+    """A simulated case shows its estimate in the headline's form, never the emulator's wall time."""
+    h = c.get("headline")
+    if not h:
+        return "-"
+    if c.get("simulated"):
+        m = h.get("metric", "")
+        v = lat.get("p90") if m.endswith("_latency") else thr
+        return fmt_headline({"metric": m if m.endswith("_latency") else "samples_per_s", "value": v}) + est
+    return fmt_headline(h)
+
+
 def run_table(record: dict, title: str | None = None, width: int | None = None):
     """One row per case; reasons of non-ok cases go to numbered notes under the table.
 
@@ -106,7 +118,7 @@ def run_table(record: dict, title: str | None = None, width: int | None = None):
         cells.update(zip([c[0] for c in COLUMNS], (
             c["model"], c["variant"], f"{c['backend']}/{c['runtime']}", c["precision"], str(c["batch"]),
             _SHORT.get(c["scenario"], c["scenario"]) if tiny else c["scenario"],
-            fmt_headline(c.get("headline")) + (est if c.get("headline") else ""), fmt_time_ns(lat.get("p50")) + est, fmt_time_ns(lat.get("p90")) + est,
+            _headline_cell(c, lat, thr, est), fmt_time_ns(lat.get("p50")) + est, fmt_time_ns(lat.get("p90")) + est,
             fmt_time_ns(lat.get("p99")) + est, "-" if ci is None else f"{ci * 100:.1f}%",
             fmt_rate(thr) + est,
             fmt_accuracy(c.get("accuracy"), delta=not tiny), status_cell,
