@@ -833,8 +833,10 @@ class TorchCudaSession(Session):
         """What the instrument costs, on a null kernel (a one-element fill on the device).
 
         host_null_ns: p50 host time of [kernel, stream sync]; host_null_with_events_ns: the
-        same with the four event records of a call around it (and the slot read the ring
-        does); events_overhead_ns = the difference (>= 0 not forced: a negative value means
+        same with what a timed call adds around it -- taking a ring slot (which, once the ring
+        has gone round, reads the slot's previous events: synchronize + elapsed_time) and
+        the four event records; the ring is filled first so the samples are that steady
+        state. events_overhead_ns = the difference (not clipped at 0: a negative value means
         below the timer's noise); device_null_ns: p50 of the events' own total on the null
         kernel (their resolution floor). Measured before the first call; not in any window.
         """
@@ -849,7 +851,7 @@ class TorchCudaSession(Session):
             x.fill_(0.0)
             s.synchronize()
             plain.append(ns() - t0)
-        for _ in range(_NULL_KERNEL_CALLS):
+        for i in range(len(self._ring.events) + _NULL_KERNEL_CALLS):
             t0 = ns()
             ev = self._ring.take()
             ev[0].record(s)
@@ -859,7 +861,8 @@ class TorchCudaSession(Session):
             ev[3].record(s)
             s.synchronize()
             self._ring.hold(scratch, "window")
-            timed.append(ns() - t0)
+            if i >= len(self._ring.events):
+                timed.append(ns() - t0)
         self._ring.drain()
         device = [item["total"] for item in scratch.items]
         p50 = lambda v: float(np.percentile(np.asarray(v, dtype=np.float64), 50)) if v else None  # noqa: E731
@@ -1012,16 +1015,6 @@ class OrtCudaSession(Session):
                 shutil.rmtree(profile_dir, ignore_errors=True)
                 raise UnsupportedCase(f"cuda/onnxruntime: the artifact names input {name!r}, the graph has "
                                       f"{sorted(metas)}")
-        # one profiled run on zeros of the resolved shapes: which node ran on which execution provider
-        try:
-            self._sess.run(None, {n: np.zeros(shp, dtype=_ORT_NP[metas[n].type]) for n, shp in shapes.items()})
-            placement = parse_ort_profile(self._sess.end_profiling())
-        finally:
-            shutil.rmtree(profile_dir, ignore_errors=True)
-        if placement["cpu_nodes"] and not plan["allow_cpu"]:
-            raise UnsupportedCase(
-                f"cuda/onnxruntime: {len(placement['cpu_nodes'])} node(s) ran on the CPU "
-                f"({placement_summary(placement)}); pass --option allow_cpu_fallback=1 to measure it anyway")
         self._names = [i["name"] for i in inputs_meta]
         self._in = {}
         for name, shape in shapes.items():
@@ -1032,6 +1025,20 @@ class OrtCudaSession(Session):
             self._binding.bind_ortvalue_input(name, v)
         for meta in self._sess.get_outputs():  # onnxruntime allocates outputs on the device (shapes may be dynamic)
             self._binding.bind_output(meta.name, "cuda", device_id)
+        # one profiled run, through the binding (with enable_cuda_graph this is the capture, on the
+        # buffers every later call uses), on zeros: which node ran on which execution provider
+        try:
+            for name, v in self._in.items():
+                v.update_inplace(np.zeros(shapes[name], dtype=_ORT_NP[metas[name].type]))
+            self._sess.run_with_iobinding(self._binding)
+            self._binding.synchronize_outputs()
+            placement = parse_ort_profile(self._sess.end_profiling())
+        finally:
+            shutil.rmtree(profile_dir, ignore_errors=True)
+        if placement["cpu_nodes"] and not plan["allow_cpu"]:
+            raise UnsupportedCase(
+                f"cuda/onnxruntime: {len(placement['cpu_nodes'])} node(s) ran on the CPU "
+                f"({placement_summary(placement)}); pass --option allow_cpu_fallback=1 to measure it anyway")
         self._batch = batch
         self._monitor = monitor
         self._window = _Window()
@@ -1289,10 +1296,13 @@ class CUDABackend(Backend):
         return d
 
     def device_name(self) -> str:
+        """GPU N's name. CUDA may number GPUs unlike NVML (CUDA_DEVICE_ORDER=FASTEST_FIRST on a
+        mixed machine), so the torch probe's name for CUDA device N wins when torch can run it."""
         gpu = self._gpu()
         if gpu is None:
             return "cuda (no GPU)"
-        name = gpu.get("name") or "NVIDIA GPU"
+        probe = torch_probe(self.device_index) if self.torch_info().get("cuda") else None
+        name = (probe or {}).get("name") or gpu.get("name") or "NVIDIA GPU"
         return f"{name} (MIG)" if gpu.get("mig_mode") == "Enabled" else name
 
     def runtime_version(self, runtime: str) -> str | None:

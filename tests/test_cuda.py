@@ -607,6 +607,7 @@ def test_device_option_names_that_gpu_and_is_validated():
     from harness.errors import BenchError
 
     b = C.CUDABackend()
+    b.torch_info = lambda: CPU_TORCH  # no torch probe: the name comes from the GPU list
     b.gpus = lambda: [{"index": 0, "name": "NVIDIA A100-SXM4-40GB"}, {"index": 1, "name": "NVIDIA H100 80GB HBM3"}]
     b.check_options({"device": "1"})
     assert b.device_name() == "NVIDIA H100 80GB HBM3"
@@ -762,7 +763,9 @@ def test_ort_session_io_binding_flow_with_a_fake_cuda_ep(tmp_path, torch_mlp):
                                                                               "CPUExecutionProvider"]
     for _ in range(4):
         np.testing.assert_allclose(s.run({"input": t.x})[0], t.ref, atol=1e-5)
-    assert fake.log[:4] == [("h2d", 0), ("run", 0), ("synchronize_outputs", 0), ("d2h", 0)]
+    # prepare: zeros in, one profiled run; then each call: H2D -> run -> synchronize -> D2H
+    assert fake.log[:3] == [("h2d", 0), ("run", 0), ("synchronize_outputs", 0)]
+    assert fake.log[3:7] == [("h2d", 0), ("run", 0), ("synchronize_outputs", 0), ("d2h", 0)]
     tm = s.timings()
     assert tm["method"] == "host_synchronized" and tm["calls"] == 3 and tm["device_ns"]["compute"]["n"] == 3
     assert s.info["io_binding"] and s.info["cpu_ep_fallback"].startswith("none") and not s.info["tensorrt"]
