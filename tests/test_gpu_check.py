@@ -120,3 +120,29 @@ def test_script_with_a_gpu_but_nothing_installable_says_what_is_missing(tmp_path
     assert p.returncode == 2, (p.stdout, p.stderr)
     lines = [l for l in p.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and "cannot install" in lines[0] and "PyPI unreachable" in lines[0], lines
+
+
+@pytest.mark.slow
+def test_script_runs_every_step_and_prints_the_table(tmp_path):
+    """The main path with a GPU 'present' (a fake nvidia-smi) and a Python that passes the
+    environment check but has no GPU: every step runs under its limit and is recorded, the
+    failing ones say so in the table, the status is the first failure's."""
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H200 (UUID: GPU-0)'\n")
+    smi.chmod(0o755)
+    py = tmp_path / "python"
+    py.write_text(f'#!/bin/bash\nif [ "$1" = -c ] && [[ "$2" == *"missing = ["* ]]; then exit 0; fi\n'
+                  f'exec {sys.executable} "$@"\n')
+    py.chmod(0o755)
+    out = tmp_path / "out"
+    p = _script({"NVSMI": str(smi), "OUT": str(out), "PYTHON": str(py), "VENV": str(tmp_path / "no-venv")},
+                tmp_path, timeout=600)
+    steps = [l.split("\t") for l in (out / "steps.tsv").read_text().splitlines()]
+    assert [s[0] for s in steps] == ["device", "gpu tests", "quant cuda/torch", "quant cuda/onnxruntime",
+                                     "bench vs events"]
+    rc = {s[0]: int(s[1]) for s in steps}
+    assert rc["device"] == 2 and rc["gpu tests"] == 0 and rc["quant cuda/torch"] == 2 and rc["bench vs events"] == 2
+    assert p.returncode == 2
+    table = p.stdout[p.stdout.index("step "):].splitlines()
+    assert table[1].startswith("device") and "FAIL 2" in table[1] and len(table) == 6
+    assert (out / "device.log").exists() and "available: False" in (out / "device.log").read_text()
