@@ -843,7 +843,7 @@ class TorchCudaSession(Session):
         torch, s = self._torch, self._stream
         x = torch.zeros(1, device=self._dev)
         ns = time.perf_counter_ns
-        plain, timed, device = [], [], []
+        plain, timed = [], []
         scratch = _Window()
         scratch.seen_first = scratch.open = True
         for _ in range(_NULL_KERNEL_CALLS):

@@ -153,7 +153,7 @@ def cuda_blocks(model: str, batch: int, device: int):  # pragma: no cover - need
                 e0.record()
                 t0 = pc()
                 y = mod(*[x.to(dev) for x in xs])
-                out = y.cpu()
+                out = [o.cpu() for o in (y if isinstance(y, (tuple, list)) else (y,))]  # blocking: complete
                 t1 = pc()
                 e1.record()
                 e1.synchronize()

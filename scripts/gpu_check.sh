@@ -47,7 +47,9 @@ mkdir -p "$OUT" || die "cannot create $OUT"
 
 # 1. a Python that has what the check needs
 NEEDS='import sys, importlib.util as u
-missing = [m for m in ("torch", "onnxruntime", "pynvml", "click", "numpy", "yaml", "pytest", "onnx") if u.find_spec(m) is None]
+mods = ("torch", "onnxruntime", "pynvml", "pytest", "onnx", "numpy", "scipy", "pandas", "yaml", "jsonschema", "click",
+        "rich", "psutil", "plotly", "sklearn")
+missing = [m for m in mods if u.find_spec(m) is None]
 if missing: sys.exit("missing: " + " ".join(missing))
 import torch, onnxruntime
 if not torch.cuda.is_available(): sys.exit(f"torch {torch.__version__} cannot use CUDA here")
@@ -62,15 +64,22 @@ else
   command -v "$PYTHON" >/dev/null 2>&1 || die "no $PYTHON (set PYTHON=/path/to/python3.10+)"
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV" >"$OUT/install.log" 2>&1 \
     || die "cannot create a venv with $PYTHON (apt install python3-venv?); see $OUT/install.log"
-  PIP=("$VENV/bin/python" -m pip install -q)
-  PKGS=(torch onnxruntime-gpu nvidia-ml-py)
+  # bench depends on onnxruntime (the CPU wheel); onnxruntime-gpu provides the same module, so it
+  # replaces it after bench is installed (both installed at once overwrite each other's files)
+  install() {  # install PIP_ARGS...: bench + torch + NVML, then CPU onnxruntime -> onnxruntime-gpu;
+    # each pip call limited to what is left of the budget
+    local pip=(timeout $((BUDGET_S - SECONDS > 30 ? BUDGET_S - SECONDS : 30)) "$VENV/bin/python" -m pip)
+    "${pip[@]}" install -q "$@" torch nvidia-ml-py -e "$ROOT[test]" \
+      && "${pip[@]}" uninstall -q -y onnxruntime \
+      && "${pip[@]}" install -q "$@" onnxruntime-gpu
+  }
   if ls "$WHEELS"/*.whl >/dev/null 2>&1; then
     echo "== install: from $WHEELS (offline)"
-    "${PIP[@]}" --no-index --find-links "$WHEELS" "${PKGS[@]}" -e "$ROOT[test]" >>"$OUT/install.log" 2>&1 \
+    install --no-index --find-links "$WHEELS" >>"$OUT/install.log" 2>&1 \
       || die "installing from $WHEELS failed ($(why "$OUT/install.log")); see $OUT/install.log"
   elif timeout 15 "$VENV/bin/python" -m pip download -q --no-deps -d "$OUT/.probe" nvidia-ml-py >/dev/null 2>&1; then
     echo "== install: from PyPI (torch's CUDA build is a few GB)"
-    timeout 420 "${PIP[@]}" "${PKGS[@]}" -e "$ROOT[test]" >>"$OUT/install.log" 2>&1 \
+    install >>"$OUT/install.log" 2>&1 \
       || die "pip install from PyPI failed ($(why "$OUT/install.log")); see $OUT/install.log"
   else
     die "cannot install: $PYTHON lacks torch (CUDA build)/onnxruntime-gpu/nvidia-ml-py, no wheels in $WHEELS, PyPI unreachable; carry wheels (docs/backends.md, GPU check) or a ready venv ($VENV)"
