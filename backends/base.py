@@ -95,7 +95,7 @@ class Session:
         return None
 
     def energy_meter(self):
-        """A meter (see :mod:`harness.energy`) for the device this session runs on, or None."""
+        """A meter (see :mod:`harness.measure.energy`) for the device this session runs on, or None."""
         return None
 
     def close(self) -> None:

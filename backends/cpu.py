@@ -29,7 +29,7 @@ _DISTS = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "torch": ("torch",)
 
 class _HostSession(Session):
     def energy_meter(self):
-        from harness.energy import RaplMeter
+        from harness.measure.energy import RaplMeter
 
         return RaplMeter()
 
@@ -160,13 +160,13 @@ class CPUBackend(Backend):
         return Availability(True, "")
 
     def describe(self) -> dict:
-        from harness.env import cpu_info
+        from harness.run.env import cpu_info
 
         info = cpu_info()
         return {"name": info.get("model"), "kind": "cpu", **info}
 
     def device_name(self) -> str:
-        from harness.env import cpu_info
+        from harness.run.env import cpu_info
 
         return cpu_info().get("model") or "cpu"
 

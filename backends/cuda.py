@@ -192,11 +192,11 @@ def torch_device_uuid(cuda, index: int) -> str | None:
 
 
 def _gpus() -> list[dict]:
-    from harness.env import gpu_info
+    from harness.run.env import gpu_info
 
     gpus = gpu_info()
     if gpus and not any("uuid" in g for g in gpus):
-        # harness.env does not read UUIDs; indices are enough unless CUDA_VISIBLE_DEVICES names UUIDs
+        # harness.run.env does not read UUIDs; indices are enough unless CUDA_VISIBLE_DEVICES names UUIDs
         pass
     return visible_gpus(gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
 
@@ -559,7 +559,7 @@ class _Window:
     """Which calls count towards the per-part timings.
 
     The harness wraps its measured window in the session's energy meter (``start()`` ..
-    ``stop()``, see :func:`harness.energy.measure_energy`); the meter marks the window here,
+    ``stop()``, see :func:`harness.measure.energy.measure_energy`); the meter marks the window here,
     so warm-up and the accuracy pass are left out. Without a working meter (no NVML) the
     window is every call after the first, and the record says so.
 
@@ -671,7 +671,7 @@ class EventRing:
 
 
 class NvmlEnergyMeter:
-    """The harness's meter protocol (:mod:`harness.energy`) over NVML, marking the measured window."""
+    """The harness's meter protocol (:mod:`harness.measure.energy`) over NVML, marking the measured window."""
 
     source = "nvml"
     scope = "the whole GPU (every process on it)"
@@ -1217,7 +1217,7 @@ def _fp32_torch_module(artifact):
         return module
     base_key = artifact.meta.get("base_key")
     if base_key:
-        from harness.artifacts import Artifact
+        from harness.plan.artifacts import Artifact
 
         base_dir = Path(artifact.dir).parent / f"fp32-{base_key}"
         if (base_dir / "meta.json").exists():
@@ -1354,7 +1354,7 @@ class CUDABackend(Backend):
         from backends.tf_runtime import quantization_of
 
         quant = quantization_of(onnx.load(str(artifact.onnx_path), load_external_data=False))
-        from harness.artifacts import cache_root
+        from harness.plan.artifacts import cache_root
 
         cache = cache_root() / "tensorrt-engines" / f"{artifact.name}-{artifact.variant}-{artifact.key}"
         if "TensorrtExecutionProvider" in ort.get_available_providers():

@@ -1615,7 +1615,7 @@ class TFSession(Session):
     def energy_meter(self):
         """RAPL on the host CPU (as the cpu backend's other runtimes); no counter for a TPU."""
         if self._strategy is None and (self._device or "").upper().endswith(("CPU:0", "CPU")):
-            from harness.energy import RaplMeter
+            from harness.measure.energy import RaplMeter
 
             return RaplMeter()
         return None

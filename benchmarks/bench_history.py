@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 def generate(d: Path, runs: int, cases: int, samples: int) -> tuple[str, float]:
     import numpy as np
 
-    from harness.records import dumps, write_atomic
+    from harness.store.records import dumps, write_atomic
     from tests.synth import environment, make_case, make_record
 
     d.mkdir(parents=True, exist_ok=True)
@@ -79,8 +79,8 @@ def main() -> None:
     files = sorted(d.glob("*.json"))
     size_mb = sum(f.stat().st_size for f in files) / 1e6
 
-    from harness import compare as cmp
-    from harness import history as hist
+    from harness.analyze import compare as cmp
+    from harness.analyze import history as hist
 
     rows = []
     engines = ["pandas"] + (["duckdb"] if hist.engine_name("auto") == "duckdb" else [])

@@ -3,7 +3,7 @@
     python benchmarks/bench_overhead.py            # all three
     python benchmarks/bench_overhead.py --quick    # fewer repeats
 
-1. Harness overhead per timed iteration: ``harness.measure.measure`` driving a null step,
+1. Harness overhead per timed iteration: ``harness.measure.timing.measure`` driving a null step,
    against a bare ``perf_counter_ns`` loop driving the same null step, same process. The
    overhead is (loop wall time per iteration) minus the bare loop's; target <= 1 µs.
 2. Fidelity: on the same ONNX model (mlp-digits ~10 µs, cnn-digits ~20 µs, resnet18 ~tens of
@@ -49,7 +49,7 @@ def bare_loop(n: int) -> float:
 
 
 def harness_loop(n: int) -> float:
-    from harness.measure import MeasureSettings, measure
+    from harness.measure.timing import MeasureSettings, measure
 
     s = MeasureSettings(min_time_s=0.0, max_time_s=3600, min_iterations=n, max_iterations=n, target_ci=1e-9)
     t_start = time.perf_counter_ns()
@@ -79,8 +79,8 @@ def fidelity(repeats: int, io_binding: bool, model: str = "mlp-digits") -> dict:
     import onnxruntime as ort
 
     from backends.cpu import CPUBackend
-    from harness.case import input_pool
-    from harness.measure import MeasureSettings, measure, warm_up
+    from harness.run.case import input_pool
+    from harness.measure.timing import MeasureSettings, measure, warm_up
     from suites.build import artifact_for
 
     art, _ = artifact_for(model)

@@ -80,9 +80,9 @@ def main() -> None:
     args = ap.parse_args()
 
     from backends.cpu import CPUBackend
-    from harness.case import input_pool
-    from harness.measure import MeasureSettings, measure, warm_up
-    from harness.stats import summarize
+    from harness.run.case import input_pool
+    from harness.measure.timing import MeasureSettings, measure, warm_up
+    from harness.measure.stats import summarize
     from suites.build import artifact_for
 
     art, _ = artifact_for(args.model)

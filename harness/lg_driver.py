@@ -1,6 +1,6 @@
 """MLPerf LoadGen as a second driver of a case (``--driver loadgen``).
 
-Place in the data path: worker case (:mod:`harness.case`) -> **LoadGen driver** -> MLPerf
+Place in the data path: worker case (:mod:`harness.run.case`) -> **LoadGen driver** -> MLPerf
 LoadGen (``mlcommons-loadgen``, module ``mlperf_loadgen``: its own C++ clock, schedule and
 validity rules) -> bench's SUT adapter (:class:`harness.sut.SessionSUT`, the very session
 bench timed) -> ``QuerySamplesComplete``. The eval set is the query sample library. LoadGen's
@@ -152,7 +152,7 @@ def run_case(session, *, scenario: str, batch: int, data: dict, opts: dict, sett
     ``--target-qps``); returns the summary plus ``agreement`` = bench / LoadGen on the headline."""
     from backends.base import Session
     from harness.scenario_case import concurrency_plan, scenario_settings
-    from harness.measure import MeasureSettings
+    from harness.measure.timing import MeasureSettings
 
     ms = MeasureSettings(**settings)
     sset = scenario_settings(scenario, opts, ms)

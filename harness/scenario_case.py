@@ -1,6 +1,6 @@
 """Worker side of the load-generator scenarios (server, multi-stream, offline) for one case.
 
-Place in the data path: worker case (:mod:`harness.case`, after ``prepare``) -> **this
+Place in the data path: worker case (:mod:`harness.run.case`, after ``prepare``) -> **this
 driver** (query sample library, SUT adapter, warm-up, scenario run or peak search,
 integrity checks, record fields) -> :mod:`harness.scenarios` / :mod:`harness.loadgen`.
 ``--driver loadgen`` additionally runs the same case under MLPerf LoadGen
@@ -66,7 +66,7 @@ def _step_record(r: dict, settings: sc.ScenarioSettings) -> dict:
 def run(session, *, scenario: str, batch: int, data: dict, measure_settings, opts: dict, threads_per_query: int,
         requested_concurrency: int) -> dict:
     """Run one scenario case on a prepared session; returns the measured part of the record
-    (everything but accuracy, energy and backend facts, which :mod:`harness.case` adds)."""
+    (everything but accuracy, energy and backend facts, which :mod:`harness.run.case` adds)."""
     from backends.base import Session
 
     settings = scenario_settings(scenario, opts, measure_settings)

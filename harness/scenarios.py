@@ -1,6 +1,6 @@
 """MLPerf's scenarios on bench's load generator: run, summarise, judge, search, check integrity.
 
-Place in the data path: case driver (:mod:`harness.case`) -> **scenarios** (which queries,
+Place in the data path: case driver (:mod:`harness.run.case`) -> **scenarios** (which queries,
 how many, how long; peak-QPS search; validity; integrity) -> load generator
 (:mod:`harness.loadgen`) -> SUT. Pure logic over a SUT and per-query times: no backend import.
 
@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from harness import loadgen as lg
-from harness.stats import early_stopping_min_queries, early_stopping_percentile, summarize
+from harness.measure.stats import early_stopping_min_queries, early_stopping_percentile, summarize
 
 __all__ = ["SCENARIOS", "HEADLINE_Q", "ScenarioSettings", "summarize_log", "judge", "run_single_stream",
            "run_multi_stream", "run_server", "run_offline", "search_peak", "caching_check",

@@ -90,7 +90,7 @@ else
 fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 # cuda/tpu entry points for a checkout that was never pip-installed (a throw-away .dist-info)
-if ! "$PY" -c "from harness.plugins import entries; import sys; sys.exit('cuda' not in entries())" 2>/dev/null; then
+if ! "$PY" -c "from harness.plan.plugins import entries; import sys; sys.exit('cuda' not in entries())" 2>/dev/null; then
   EPS=$(mktemp -d -t bench-eps-XXXXXX)
   mkdir -p "$EPS/bench_gpu_check-0.dist-info"
   printf 'Metadata-Version: 2.1\nName: bench-gpu-check\nVersion: 0\n' > "$EPS/bench_gpu_check-0.dist-info/METADATA"

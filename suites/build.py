@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.artifacts import Artifact, artifact_key, get_or_build, package_versions
+from harness.plan.artifacts import Artifact, artifact_key, get_or_build, package_versions
 from harness.errors import BenchError
 from suites import zoo
 
 BASE_VARIANT = "fp32"
-_BUILD_MODULES = ("suites.build", "suites.zoo.common", "harness.artifacts", "harness.complexity")
+_BUILD_MODULES = ("suites.build", "suites.zoo.common", "harness.plan.artifacts", "harness.plan.complexity")
 
 
 def variant_recipe(variant: str):
@@ -71,8 +71,8 @@ def _io_meta(onnx_path: Path) -> tuple[list[dict], list[dict], int]:
 
 
 def _complexity(onnx_path: Path) -> dict | None:
-    """The shared ONNX-graph counter (harness.complexity), minus the per-op breakdown."""
-    from harness.complexity import count
+    """The shared ONNX-graph counter (harness.plan.complexity), minus the per-op breakdown."""
+    from harness.plan.complexity import count
 
     try:
         c = count(onnx_path)
@@ -99,7 +99,7 @@ def _accuracy(outputs: np.ndarray, labels: np.ndarray | None) -> float | None:
 def _build_base(spec: zoo.ModelSpec, d: Path) -> dict:
     import torch
 
-    from harness.plugins import load_object
+    from harness.plan.plugins import load_object
     from suites.zoo.common import export_onnx
 
     t0 = time.perf_counter()

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from harness.records import isoformat
+from harness.store.records import isoformat
 
 CPU_A = {"model": "Synthetic CPU A @ 3.0GHz", "physical_cores": 2, "logical_cores": 2, "governor": None,
          "frequency_mhz": None, "flags": ["avx2"]}

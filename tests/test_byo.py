@@ -62,7 +62,7 @@ def _ok(rc: int, record: dict) -> None:
 
 
 def test_onnx_file_end_to_end(tmp_path, monkeypatch):
-    from harness.records import validation_errors
+    from harness.store.records import validation_errors
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("BENCH_CACHE", str(cache))

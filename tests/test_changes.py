@@ -1,4 +1,4 @@
-"""Tests for harness.changes: the statistics of compare and the step detection of history.
+"""Tests for harness.analyze.changes: the statistics of compare and the step detection of history.
 
 Data are drawn from known distributions with fixed seeds, so each test states the right
 answer: a 20 % shift is a regression, pure noise is not, a one-night excursion is a blip.
@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from harness import changes as ch
+from harness.analyze import changes as ch
 
 
 def lognormal(median, sigma, n, seed):

@@ -48,7 +48,7 @@ def test_run_smoke_end_to_end(tmp_path, bench_cache):
     assert "failed" not in statuses, [c.get("reason") for c in record["cases"]]
     assert "p50" in proc.stdout and "mlp-digits" in proc.stdout and str(files[0]) in proc.stdout
 
-    from harness.records import validation_errors
+    from harness.store.records import validation_errors
 
     assert validation_errors(record) == []
     assert record["tags"] == {"who": "test"}
@@ -173,7 +173,7 @@ def test_worker_failures_are_recorded_and_run_continues(tmp_path, fault_plugin_p
     failed = by_scen["offline"]
     assert failed["status"] == "failed" and reason in failed["reason"], failed["reason"]
     assert failed["worker"]["stderr_tail"] is not None
-    from harness.records import validation_errors
+    from harness.store.records import validation_errors
 
     assert validation_errors(record) == []
 

@@ -8,9 +8,9 @@ import random
 import numpy as np
 import pytest
 
-from harness import compare as cmp
+from harness.analyze import compare as cmp
 from harness.cli import main
-from harness.records import dumps, write_atomic, write_record
+from harness.store.records import dumps, write_atomic, write_record
 from tests.synth import CPU_A, CPU_B, environment, make_case, make_record
 
 T0 = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)
@@ -287,7 +287,7 @@ def test_latest_previous_by_started_at_and_machine(tmp_path, capsys):
 
 
 def test_default_machine_comes_from_the_fingerprint(tmp_path, monkeypatch, capsys):
-    from harness import env
+    from harness.run import env
 
     d, paths = history_dir(tmp_path)
     history_dir(tmp_path, n_runs=2, env=ENV_B, start=T0 + dt.timedelta(days=30))

@@ -1,4 +1,4 @@
-"""Tests for harness.complexity and ``bench complexity``: MACs of hand-computed small graphs.
+"""Tests for harness.plan.complexity and ``bench complexity``: MACs of hand-computed small graphs.
 
 Every expected number below is worked out by hand in the comment beside it
 (1 MAC = one multiply-accumulate, conv and matrix products only).
@@ -14,7 +14,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from harness.cli import main
-from harness.complexity import count, format_count, parse_input_shape
+from harness.plan.complexity import count, format_count, parse_input_shape
 from harness.errors import BenchError
 
 F = TensorProto.FLOAT

@@ -5,7 +5,7 @@ import pytest
 
 from backends.base import UnsupportedCase
 from backends.cpu import CPUBackend
-from harness.case import input_pool
+from harness.run.case import input_pool
 
 
 @pytest.fixture(scope="module")

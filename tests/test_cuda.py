@@ -268,7 +268,7 @@ def test_energy_unavailable_is_null_with_the_reason():
 
 
 def test_nvml_meter_speaks_the_harness_protocol_and_marks_the_window():
-    from harness.energy import measure_energy
+    from harness.measure.energy import measure_energy
 
     nvml = FakeNVML()
     window = C._Window()
@@ -350,7 +350,7 @@ def _torch_session(t, precision="fp32", options=None, nvml=None, cuda=None):
 
 
 def test_torch_session_control_flow_with_a_fake_cuda(torch_mlp):
-    from harness.energy import measure_energy
+    from harness.measure.energy import measure_energy
 
     t = torch_mlp
     s = _torch_session(t)
@@ -415,7 +415,7 @@ def test_torch_session_without_nvml_keeps_every_call_after_the_first(torch_mlp):
 # ----------------------------------------------------------------------------- issue 17: timing, device, fakes
 
 def _run_case_like(s, t, n=300):
-    """What harness.case does per step: run(), then synchronize() only if the session overrides it."""
+    """What harness.run.case does per step: run(), then synchronize() only if the session overrides it."""
     from backends.base import Session
 
     needs_sync = type(s).synchronize is not Session.synchronize
@@ -619,7 +619,7 @@ def test_device_option_names_that_gpu_and_is_validated():
 
 def test_a_failed_nvml_read_at_stop_keeps_the_latency(torch_mlp):
     # bug: the energy counter failing when the meter stops failed the whole case
-    from harness.energy import measure_energy
+    from harness.measure.energy import measure_energy
 
     t = torch_mlp
     s = _torch_session(t, nvml=FakeNVML(fail_energy_after=2))  # available() and start() read; stop() fails

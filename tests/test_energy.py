@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.energy import RaplMeter, measure_energy
+from harness.measure.energy import RaplMeter, measure_energy
 
 
 def fake_rapl(root, values, ranges=(2**32,)):

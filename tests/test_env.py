@@ -1,4 +1,4 @@
-"""Tests for harness.env: fingerprint, machine id, comparability key, probes."""
+"""Tests for harness.run.env: fingerprint, machine id, comparability key, probes."""
 from __future__ import annotations
 
 import copy
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import env
+from harness.run import env
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = ROOT / "harness" / "schema" / "run-v1.schema.json"
@@ -148,7 +148,7 @@ def test_env_vars_recorded(monkeypatch):
 def test_no_heavy_imports():
     code = (
         "import sys\n"
-        "import harness.env as e\n"
+        "import harness.run.env as e\n"
         "early = [m for m in ('torch', 'tensorflow', 'onnxruntime', 'pynvml') if m in sys.modules]\n"
         "e.fingerprint()\n"
         "late = [m for m in ('torch', 'tensorflow', 'onnxruntime') if m in sys.modules]\n"

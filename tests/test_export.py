@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import export as ex
+from harness.store import export as ex
 from harness.cli import main
-from harness.records import write_record
+from harness.store.records import write_record
 from tests.synth import make_case, make_record
 
 T0 = dt.datetime(2026, 7, 1, tzinfo=dt.timezone.utc)

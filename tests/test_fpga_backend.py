@@ -19,10 +19,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def make_artifact(d: Path, model, n=200, n_in=16, precision="fp32", seed=0):
-    """A minimal artifact directory (meta.json, model.onnx, eval.npz) as harness.artifacts reads it."""
+    """A minimal artifact directory (meta.json, model.onnx, eval.npz) as harness.plan.artifacts reads it."""
     import onnx
 
-    from harness.artifacts import Artifact
+    from harness.plan.artifacts import Artifact
 
     d.mkdir(parents=True, exist_ok=True)
     onnx.save(model, d / "model.onnx")
@@ -96,10 +96,10 @@ def test_prepare_refusals(tmp_path):
 def test_case_record_and_table(tmp_path, monkeypatch):
     """run_case (the worker's target) in-process, then the runner's carry of the estimates and the
     table: the table shows the estimated latency, never the emulator's wall time."""
-    from harness import plugins
-    from harness.case import run_case
-    from harness.runner import _carry_estimates
-    from harness.table import run_table
+    from harness.plan import plugins
+    from harness.run.case import run_case
+    from harness.run.runner import _carry_estimates
+    from harness.cli.table import run_table
 
     real = plugins.entries()
     monkeypatch.setattr(plugins, "entries", lambda: {**real, "fpga": plugins.BackendEntry(
@@ -141,9 +141,9 @@ def test_over_budget_case_keeps_its_estimate(tmp_path, monkeypatch):
     from jsonschema import Draft202012Validator
     from referencing import Registry, Resource
 
-    from harness import plugins
-    from harness.case import run_case
-    from harness.runner import _carry_estimates, exit_code
+    from harness.plan import plugins
+    from harness.run.case import run_case
+    from harness.run.runner import _carry_estimates, exit_code
 
     real = plugins.entries()
     monkeypatch.setattr(plugins, "entries", lambda: {**real, "fpga": plugins.BackendEntry(

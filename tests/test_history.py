@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pytest
 
-from harness import history as hist
+from harness.analyze import history as hist
 from harness.cli import main
-from harness.records import dumps, write_atomic
+from harness.store.records import dumps, write_atomic
 from tests.synth import CPU_A, CPU_B, environment, make_case, make_record
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
@@ -198,7 +198,7 @@ def test_history_command_and_check_exit_codes(results, tmp_path, capsys):
 def test_trend_figures(results):
     import plotly.graph_objects as go
 
-    from harness.records import read_records
+    from harness.store.records import read_records
 
     records = read_records([results / p.name for p in sorted(results.iterdir()) if p.name[0].isdigit()])
     figs = hist.trend_figures(records)

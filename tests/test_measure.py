@@ -1,4 +1,4 @@
-"""harness.measure with a scripted clock: every stop rule fires exactly when it should.
+"""harness.measure.timing with a scripted clock: every stop rule fires exactly when it should.
 
 No test here reads the real clock for an assertion about speed.
 """
@@ -10,8 +10,8 @@ import math
 import numpy as np
 import pytest
 
-from harness import stats as S
-from harness.measure import MeasureResult, MeasureSettings, measure, timer_overhead, verdict, warm_up
+from harness.measure import stats as S
+from harness.measure.timing import MeasureResult, MeasureSettings, measure, timer_overhead, verdict, warm_up
 
 MS = 1_000_000  # ns
 

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from harness import merge as mg
+from harness.store import merge as mg
 from harness.cli import main
-from harness.records import dumps, read_record, write_atomic
+from harness.store.records import dumps, read_record, write_atomic
 from tests.synth import CPU_A, CPU_B, environment, make_case, make_record
 
 T0 = dt.datetime(2026, 5, 1, tzinfo=dt.timezone.utc)

@@ -186,7 +186,7 @@ def test_registry_entries_are_complete():
 
 @pytest.mark.parametrize("name", ["quant", "pruned", "distill", "all"])
 def test_suites_validate_and_plan(name):
-    from harness import suite as S
+    from harness.plan import suite as S
 
     s = S.load(name)
     cases = S.plan(s, backend="cpu", runtime="onnxruntime")

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from harness import records
+from harness.store import records
 from harness.errors import BenchError
 from tests.synth import make_case, make_record
 

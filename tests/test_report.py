@@ -12,7 +12,7 @@ import pytest
 
 from harness.cli import main
 from harness.errors import BenchError
-from harness.records import validate
+from harness.store.records import validate
 from tests.synth import CPU_A, CPU_B, environment, make_case, make_record
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -451,7 +451,7 @@ def test_cli_bad_inputs_are_one_line_exit_2(records, tmp_path, capsys):
 
 
 def test_importing_the_reporter_stays_light():
-    code = ("import sys, harness.report, harness.commands.report; "
+    code = ("import sys, harness.report, harness.cli.report; "
             "print(' '.join(m for m in ('plotly', 'pandas', 'torch', 'onnxruntime', 'tensorflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == ""
@@ -460,7 +460,7 @@ def test_importing_the_reporter_stays_light():
 def test_history_adds_trend_charts(tmp_path):
     import datetime as dt
 
-    from harness.records import write_record
+    from harness.store.records import write_record
     from tests.synth import make_case, make_record
 
     t0 = dt.datetime(2026, 10, 1, tzinfo=dt.timezone.utc)

@@ -30,7 +30,7 @@ def test_bad_scenario_options_one_line_exit_2(tmp_path, args, message):
 def test_programmatic_bad_options_and_missing_loadgen(monkeypatch):
     from harness import lg_driver
     from harness.errors import BenchError
-    from harness.runner import _check_scenario_options
+    from harness.run.runner import _check_scenario_options
 
     for bad, msg in (({"target_qps": 0.0}, "target QPS must be > 0"), ({"latency_bound_ms": -1.0}, "latency bound"),
                      ({"samples_per_query": 0}, "samples per query")):

@@ -1,4 +1,4 @@
-"""Scenario logic (harness.scenarios) and early stopping (harness.stats) on synthetic systems."""
+"""Scenario logic (harness.scenarios) and early stopping (harness.measure.stats) on synthetic systems."""
 from __future__ import annotations
 
 import time
@@ -8,7 +8,7 @@ import pytest
 
 from harness import loadgen as lg
 from harness import scenarios as sc
-from harness.stats import early_stopping_min_queries, early_stopping_percentile
+from harness.measure.stats import early_stopping_min_queries, early_stopping_percentile
 from harness.sut import SessionSUT
 
 

@@ -1,4 +1,4 @@
-"""harness.stats against known distributions and hand-computed values."""
+"""harness.measure.stats against known distributions and hand-computed values."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from harness import stats as S
+from harness.measure import stats as S
 
 SCHEMA = Path(__file__).resolve().parents[1] / "harness" / "schema" / "run-v1.schema.json"
 

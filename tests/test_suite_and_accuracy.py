@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness import accuracy as acc
-from harness import suite as suitemod
+from harness.measure import accuracy as acc
+from harness.plan import suite as suitemod
 from harness.errors import BenchError
 
 

@@ -19,7 +19,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from harness.complexity import count  # noqa: E402
+from harness.plan.complexity import count  # noqa: E402
 from harness.errors import BenchError  # noqa: E402
 from suites.zoo import vision  # noqa: E402
 

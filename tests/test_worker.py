@@ -1,4 +1,4 @@
-"""harness.worker: each failure mode for real, black-box through run_in_worker."""
+"""harness.run.worker: each failure mode for real, black-box through run_in_worker."""
 from __future__ import annotations
 
 import json
@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness.worker import WorkerResult, run_in_worker
+from harness.run.worker import WorkerResult, run_in_worker
 
 REPO = Path(__file__).resolve().parent.parent
 T = "tests.worker_targets:"
@@ -213,7 +213,7 @@ def test_payload_must_be_json():
 DRIVER = textwrap.dedent(
     """
     import sys, psutil
-    from harness.worker import run_in_worker
+    from harness.run.worker import run_in_worker
     target, pid_file = sys.argv[1], sys.argv[2]
     try:
         res = run_in_worker(target, {"pid_file": pid_file}, timeout_s=120)

@@ -14,7 +14,7 @@ from suites import zoo
 
 
 def test_registry_is_consistent():
-    from harness.plugins import load_object
+    from harness.plan.plugins import load_object
 
     assert {"mlp-digits", "cnn-digits", "jet-mlp", "resnet18", "mobilenetv2", "minilm-l6"} <= set(zoo.MODELS)
     for name, spec in zoo.MODELS.items():

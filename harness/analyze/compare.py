@@ -5,7 +5,7 @@ with the same model artifact, variant, backend + runtime version, device, precis
 batch, scenario and threads. Unmatched cases are listed, never dropped.
 
 For each matched case and metric (:data:`METRICS`) the statistics of
-:mod:`harness.changes` give a ratio NEW/BASE, its bootstrap confidence interval, a p-value
+:mod:`harness.analyze.changes` give a ratio NEW/BASE, its bootstrap confidence interval, a p-value
 and a verdict; :class:`Comparison` rolls them up into the exit code of ``bench compare``:
 
 ====  ==================================================================
@@ -24,7 +24,7 @@ iterations; two processes of the same code on a shared machine can differ far mo
 ±0.1 %). So a timing change (p50, p99, throughput) that passes the threshold and the
 within-run test is a regression / improvement only when NEW is also beyond ``k = 3``
 run-to-run sigmas of the level of the earlier runs of the same case on the same machine
-(:func:`harness.changes.check_run_noise`; at least ``min_history = 5`` of them, up to 100,
+(:func:`harness.analyze.changes.check_run_noise`; at least ``min_history = 5`` of them, up to 100,
 from the results directory). With fewer it is *inconclusive* ("run-to-run noise
 unknown"). ``Settings.assume_stable`` (``--assume-stable``) skips this check: right only
 for pinned, quiet, dedicated machines. Accuracy is deterministic and needs no history.
@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from harness.changes import (DEFAULT_ALPHA, DEFAULT_CONFIDENCE, DEFAULT_HISTORY_WINDOW, DEFAULT_MIN_HISTORY,
+from harness.analyze.changes import (DEFAULT_ALPHA, DEFAULT_CONFIDENCE, DEFAULT_HISTORY_WINDOW, DEFAULT_MIN_HISTORY,
                              DEFAULT_MIN_SAMPLES, DEFAULT_N_BOOT, DEFAULT_NOISE_K, DEFAULT_SEED, HIGHER, IMPROVEMENT,
                              INCONCLUSIVE, LOWER, REGRESSION, UNCHANGED, Change, check_run_noise, compare_samples,
                              compare_values, judge)
@@ -518,7 +518,7 @@ def _case_verdict(changes: list[Change]) -> str:
     return UNCHANGED
 
 
-#: metric -> column of the history table (harness.history.load_history) holding its per-run value
+#: metric -> column of the history table (harness.analyze.history.load_history) holding its per-run value
 _HISTORY_COLUMNS = {"p50": "p50", "p99": "p99", "throughput": "throughput"}
 
 
@@ -533,7 +533,7 @@ def _recorded(case: dict, metric: str) -> float | None:
 class RunHistory:
     """The earlier runs of NEW's machine, per case key: what the run-to-run noise is estimated from.
 
-    ``source`` is a :func:`harness.history.load_history` table, a list of records, a callable
+    ``source`` is a :func:`harness.analyze.history.load_history` table, a list of records, a callable
     returning either (called once, on first need, so no history is read when nothing is
     beyond threshold), or ``None`` (no history). Kept: runs of NEW's ``environment.machine_id``
     that started no later than NEW, other than NEW itself, where the case finished (ok or
@@ -559,7 +559,7 @@ class RunHistory:
             if src is None:
                 return self._groups
             if isinstance(src, (list, tuple)):
-                from harness.history import history_frame
+                from harness.analyze.history import history_frame
 
                 src = history_frame(src)
         except BenchError as exc:
@@ -617,7 +617,7 @@ def compare_cases(b: dict, n: dict, settings: Settings, suite: str | None = None
 
     Unless ``settings.assume_stable``, a timing regression or improvement must also be beyond
     the run-to-run noise of the case's earlier runs in ``history`` (see :class:`RunHistory`,
-    :func:`harness.changes.check_run_noise`); otherwise it is inconclusive.
+    :func:`harness.analyze.changes.check_run_noise`); otherwise it is inconclusive.
     """
     key, case_id = n.get("key") or b.get("key"), n.get("case_id") or b.get("case_id")
     res = CaseResult(key, case_id, "matched", UNCHANGED, base_status=b.get("status"), new_status=n.get("status"),
@@ -675,7 +675,7 @@ def compare_records(base: dict, new: dict, settings: Settings | None = None, *, 
     """Compare every case of ``new`` with the case of ``base`` that has the same key.
 
     ``history``: the earlier runs the run-to-run noise is estimated from — a
-    :func:`harness.history.load_history` table, a list of records, or a callable returning
+    :func:`harness.analyze.history.load_history` table, a list of records, or a callable returning
     one (read only when a change needs it); see :class:`RunHistory`. Without it (and without
     ``settings.assume_stable``) every timing change that would be a regression or an
     improvement is inconclusive: the run-to-run noise is unknown.
@@ -738,7 +738,7 @@ def compare_records(base: dict, new: dict, settings: Settings | None = None, *, 
 
 def this_machine_id() -> str:
     """This machine's id (the fingerprint's hardware hash)."""
-    from harness import env
+    from harness.run import env
 
     return env.machine_id(env.fingerprint())
 
@@ -771,7 +771,7 @@ class RunFinder:
 
     def index(self):
         if self._index is None:
-            from harness.history import index_runs
+            from harness.analyze.history import index_runs
 
             if not self.dir.is_dir():
                 raise BenchError(f"results directory {self.dir} does not exist")
@@ -779,16 +779,16 @@ class RunFinder:
         return self._index
 
     def history(self, machine: str | None = None):
-        """The :func:`harness.history.load_history` table of ``machine``'s runs in the directory
+        """The :func:`harness.analyze.history.load_history` table of ``machine``'s runs in the directory
         (no raw samples): where :func:`compare_records` estimates the run-to-run noise."""
-        from harness.history import load_history
+        from harness.analyze.history import load_history
 
         if not self.dir.is_dir():
             raise BenchError(f"results directory {self.dir} does not exist")
         return load_history([self.dir], machine=machine, engine=self.engine)
 
     def find(self, spec: str) -> tuple[dict, Path]:
-        from harness.records import RECORD_SUFFIX, read_record
+        from harness.store.records import RECORD_SUFFIX, read_record
 
         p = Path(spec)
         if p.is_file():

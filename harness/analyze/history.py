@@ -15,7 +15,7 @@ load_history       one row per run x case: the run columns plus key, case_id,
 =================  =============================================================
 
 :func:`analyze` turns each (machine, case) series into a :class:`CaseHistory` with the
-steps found by :func:`harness.changes.detect_steps`; :func:`trend_figures` draws them
+steps found by :func:`harness.analyze.changes.detect_steps`; :func:`trend_figures` draws them
 (plotly) for ``bench report --history``.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from harness.changes import DEFAULT_ALPHA, HIGHER, LOWER, REGRESSION, StepFit, detect_steps, lookback_zscore
+from harness.analyze.changes import DEFAULT_ALPHA, HIGHER, LOWER, REGRESSION, StepFit, detect_steps, lookback_zscore
 from harness.errors import BenchError
 
 __all__ = [
@@ -82,7 +82,7 @@ def engine_name(engine: str = "auto") -> str:
 
 
 def _paths(items: Iterable[str | Path]) -> list[Path]:
-    from harness.records import iter_record_paths
+    from harness.store.records import iter_record_paths
 
     return list(iter_record_paths(list(items)))
 
@@ -151,7 +151,7 @@ def _case_fields(case: dict) -> dict:
 
 
 def _read_python(paths: list[Path], with_cases: bool, machine: str | None, skipped: list) -> list[dict]:
-    from harness.records import read_record
+    from harness.store.records import read_record
 
     rows: list[dict] = []
     for p in paths:
@@ -192,7 +192,7 @@ def _frame(rows_or_df, with_cases: bool):
 
 
 def _load(items, with_cases: bool, machine: str | None, engine: str):
-    from harness.records import SCHEMA_VERSION
+    from harness.store.records import SCHEMA_VERSION
 
     paths = _paths(items)
     skipped: list[tuple[str, str]] = []
@@ -360,7 +360,7 @@ def analyze(df, *, metric: str = "p50", threshold: float = 0.05, persist: int = 
 # --------------------------------------------------------------------------- output
 
 def _fmt(metric: str, v: float | None) -> str:
-    from harness.compare import fmt_value
+    from harness.analyze.compare import fmt_value
 
     return fmt_value("p50" if metric in ("p50", "p90", "p99") else metric, v)
 

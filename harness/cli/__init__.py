@@ -1,7 +1,11 @@
-"""The ``bench`` command line.
+"""cli: the ``bench`` command line, the outer shell around the data path.
 
-Start-up stays fast: each sub-command lives in its own module under
-:mod:`harness.commands` and is imported only when it is invoked, so ``bench --help``
+In: argv. Out: calls into plan/run (``bench run``), store (``show``, ``merge``, ``export``),
+analyze (``compare``, ``history``) and report (``report``); a terminal table
+(:mod:`harness.cli.table`); an exit code. Errors become one line (exit 2), never a traceback.
+
+Start-up stays fast: each sub-command lives in its own module in this package
+(``harness/cli/NAME.py``) and is imported only when it is invoked, so ``bench --help``
 and ``bench list`` never import torch, tensorflow or onnxruntime.
 
 Exit codes (documented in the README):
@@ -23,16 +27,16 @@ from harness.errors import EXIT_INTERRUPTED, EXIT_USAGE, BenchError
 
 #: name -> (module:attribute, one-line help shown by ``bench --help`` without importing it)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("harness.commands.run:command", "Run a suite (or your own model) on a backend; write a run record."),
-    "list": ("harness.commands.listing:command", "List suites, backends, models or FPGA parts."),
-    "env": ("harness.commands.env:command", "Print this machine's fingerprint."),
-    "show": ("harness.commands.show:command", "Print the table of a stored run."),
-    "complexity": ("harness.commands.complexity:command", "Count parameters, MACs, size and sparsity of an ONNX model."),
-    "report": ("harness.commands.report:command", "Render runs into HTML / Markdown / CSV reports."),
-    "compare": ("harness.commands.compare:command", "Compare two runs; exit 1 on a significant regression."),
-    "history": ("harness.commands.history:command", "Show per-case history of a machine with detected steps."),
-    "merge": ("harness.commands.merge:command", "Gather run files from several machines into one directory."),
-    "export": ("harness.commands.export:command", "Export a run as pytest-benchmark JSON or flat CSV/Parquet."),
+    "run": ("harness.cli.run:command", "Run a suite (or your own model) on a backend; write a run record."),
+    "list": ("harness.cli.listing:command", "List suites, backends, models or FPGA parts."),
+    "env": ("harness.cli.env:command", "Print this machine's fingerprint."),
+    "show": ("harness.cli.show:command", "Print the table of a stored run."),
+    "complexity": ("harness.cli.complexity:command", "Count parameters, MACs, size and sparsity of an ONNX model."),
+    "report": ("harness.cli.report:command", "Render runs into HTML / Markdown / CSV reports."),
+    "compare": ("harness.cli.compare:command", "Compare two runs; exit 1 on a significant regression."),
+    "history": ("harness.cli.history:command", "Show per-case history of a machine with detected steps."),
+    "merge": ("harness.cli.merge:command", "Gather run files from several machines into one directory."),
+    "export": ("harness.cli.export:command", "Export a run as pytest-benchmark JSON or flat CSV/Parquet."),
 }
 
 
@@ -46,7 +50,7 @@ class LazyGroup(click.Group):
         ref, _ = COMMANDS[name]
         if not _module_exists(ref):
             return None
-        from harness.plugins import load_object
+        from harness.plan.plugins import load_object
 
         return load_object(ref)
 

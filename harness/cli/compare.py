@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from harness.commands._options import CommaList
+from harness.cli._options import CommaList
 
 FORMATS = ("text", "md", "json")
 METRIC_NAMES = ("p50", "p99", "throughput", "accuracy")
@@ -61,7 +61,7 @@ def command(ctx, base, new, threshold, metrics, formats, results_dir, machine, s
     """
     import json
 
-    from harness import compare as cmpmod
+    from harness.analyze import compare as cmpmod
 
     config = cmpmod.load_config(config_path) if config_path else None
     settings = cmpmod.make_settings(config, threshold=threshold, metrics=metrics, alpha=alpha,

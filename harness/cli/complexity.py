@@ -26,7 +26,7 @@ from harness.errors import BenchError
 def command(model: str, input_shapes: tuple[str, ...], per_op: bool, as_json: bool, variant: str) -> None:
     """Count parameters, MACs (1 multiply-accumulate = 1; conv and matrix products only),
     size on disk, weight sparsity and bit-widths of MODEL_OR_ONNX_FILE."""
-    from harness import complexity
+    from harness.plan import complexity
 
     shapes: dict = {}
     for text in input_shapes:
@@ -101,7 +101,7 @@ def _print_tables(result: dict, per_op: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from harness.complexity import format_count
+    from harness.plan.complexity import format_count
 
     console = Console(soft_wrap=False)
     table = Table(title=f"complexity of {result['model']}", show_header=True, header_style="bold")

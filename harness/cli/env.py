@@ -10,7 +10,7 @@ def command(as_json):
     """Print this machine's fingerprint (CPU, memory, OS, packages, GPUs, load, machine id)."""
     import json
 
-    from harness.env import fingerprint
+    from harness.run.env import fingerprint
 
     fp = fingerprint()
     if as_json:

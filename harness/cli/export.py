@@ -8,8 +8,8 @@ def _records(items, results_dir, machine, suite=None):
     """Records for RUN arguments: files, directories, globs, run ids, latest / previous."""
     from pathlib import Path
 
-    from harness.compare import RunFinder
-    from harness.records import read_records
+    from harness.analyze.compare import RunFinder
+    from harness.store.records import read_records
 
     finder = RunFinder(results_dir, machine=machine, suite=suite)
     out = []
@@ -42,7 +42,7 @@ def command(runs, fmt, out, layout, results_dir, machine, suite, no_data):
     import json
 
     from harness.errors import BenchError
-    from harness.export import flat_table, to_pytest_benchmark, write_table
+    from harness.store.export import flat_table, to_pytest_benchmark, write_table
 
     if fmt == "pytest-benchmark":
         if len(runs) != 1:

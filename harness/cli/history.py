@@ -37,8 +37,8 @@ def command(ctx, runs, results_dir, machine, metric, cases, threshold, persist, 
     """
     from pathlib import Path
 
-    from harness import history as hist
-    from harness.compare import parse_fraction, this_machine_id
+    from harness.analyze import history as hist
+    from harness.analyze.compare import parse_fraction, this_machine_id
     from harness.errors import BenchError
 
     items = list(runs) or [results_dir]

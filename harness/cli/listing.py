@@ -38,7 +38,7 @@ def _cell(v) -> str:
 
 def _rows(what: str):
     if what == "suites":
-        from harness import suite as suitemod
+        from harness.plan import suite as suitemod
         from harness.errors import BenchError
 
         rows = []
@@ -53,7 +53,7 @@ def _rows(what: str):
                 rows.append({"name": name, "description": f"INVALID: {exc}"})
         return rows, ["name", "models", "variants", "scenarios", "gate", "description"]
     if what == "backends":
-        from harness.plugins import describe_all
+        from harness.plan.plugins import describe_all
 
         return describe_all(), ["name", "available", "reason", "runtimes", "dist"]
     if what == "models":

@@ -20,7 +20,7 @@ def command(inputs, out_dir, skip_invalid, dry_run, no_recursive, no_check, fmt)
     """
     import json
 
-    from harness.merge import merge_runs
+    from harness.store.merge import merge_runs
 
     report = merge_runs(inputs, out_dir, skip_invalid=skip_invalid, dry_run=dry_run, recursive=not no_recursive,
                         check=not no_check)

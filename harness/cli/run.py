@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from harness.commands._options import CommaList, Positive, parse_kv
+from harness.cli._options import CommaList, Positive, parse_kv
 
 SCENARIOS = ["single-stream", "offline", "server", "multi-stream"]
 
@@ -64,7 +64,7 @@ def command(ctx, suite, backend, runtime, scenarios, batches, min_time, max_time
     Exit 0 when every case is ok, 1 when any case failed or is invalid, 2 on bad input.
     """
     from harness.errors import BenchError
-    from harness.runner import RunInterrupted, RunOptions, exit_code, run
+    from harness.run.runner import RunInterrupted, RunOptions, exit_code, run
 
     from suites.zoo import is_user_model
 
@@ -98,7 +98,7 @@ def command(ctx, suite, backend, runtime, scenarios, batches, min_time, max_time
     )
     from rich.console import Console
 
-    from harness.table import print_run
+    from harness.cli.table import print_run
 
     out = Console(width=None if sys.stdout.isatty() else 200)
     ui = _Progress(Console(stderr=True), quiet)
@@ -162,7 +162,7 @@ class _Progress:
                 self.progress.update(task, completed=done, count=f"{done:.0f}/{self.case_budget:.0f} s max")
 
     def event(self, kind: str, data: dict) -> None:
-        from harness.table import fmt_rate, fmt_time_ns
+        from harness.cli.table import fmt_rate, fmt_time_ns
 
         if self.silent:
             return

@@ -9,7 +9,7 @@ import click
 def resolve_run(ref: str, results_dir: str = "results") -> Path:
     """A record path from a file path, a run id (or unique prefix) in ``results_dir``, or ``latest``."""
     from harness.errors import BenchError
-    from harness.records import JOURNAL_SUFFIX, RECORD_SUFFIX
+    from harness.store.records import JOURNAL_SUFFIX, RECORD_SUFFIX
 
     p = Path(ref)
     if p.is_file():
@@ -37,8 +37,8 @@ def resolve_run(ref: str, results_dir: str = "results") -> Path:
 @click.option("--json", "as_json", is_flag=True, help="Print the record's JSON.")
 def command(run, results_dir, as_json):
     """Print the table of a stored run: RUN is a record file, a run id (prefix) or 'latest'."""
-    from harness.records import dumps, read_record
-    from harness.table import print_run
+    from harness.store.records import dumps, read_record
+    from harness.cli.table import print_run
 
     path = resolve_run(run, results_dir)
     record = read_record(path)

@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from harness.stats import autocorr_ci_rel_halfwidth
+from harness.measure.stats import autocorr_ci_rel_halfwidth
 
 __all__ = [
     "MeasureSettings",
@@ -254,7 +254,7 @@ def measure(step: Callable[[], object], settings: MeasureSettings, clock: Clock 
 
     1. ``converged``: elapsed >= ``min_time_s`` and n >= ``min_iterations`` and the median's
        relative CI half-width <= ``target_ci``, the autocorrelation-aware one
-       (:func:`harness.stats.autocorr_ci_rel_halfwidth`, batch means; for fewer than 128
+       (:func:`harness.measure.stats.autocorr_ci_rel_halfwidth`, batch means; for fewer than 128
        samples the i.i.d. order-statistic interval);
     2. ``max_time``: elapsed >= ``max_time_s``;
     3. ``max_iterations``: n >= ``max_iterations``.
@@ -331,7 +331,7 @@ def verdict(stats: dict | None, stop_reason: str, settings: MeasureSettings, *,
             warn_robust_cv: float = 0.10) -> dict:
     """Is a measurement fit to report? ``{"valid": bool, "reasons": [...], "warnings": [...]}``.
 
-    ``stats`` is :func:`harness.stats.summarize` output. Each reason/warning is a stable
+    ``stats`` is :func:`harness.measure.stats.summarize` output. Each reason/warning is a stable
     token, a colon and a human detail. Invalid (reasons) when:
 
     * ``no_samples`` — no stats at all;

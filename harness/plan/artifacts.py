@@ -150,7 +150,7 @@ class Artifact:
             return None
         import torch
 
-        from harness.plugins import load_object
+        from harness.plan.plugins import load_object
 
         factory = load_object(info["factory"])
         module = factory(**info.get("kwargs", {}))

@@ -1,4 +1,7 @@
-"""The reporter: run records -> tables, charts, key findings; HTML, Markdown and CSV.
+"""report: the last step of the data path — run records -> tables, charts, key findings.
+
+In: run records (:mod:`harness.store`), optionally their history (:mod:`harness.analyze`).
+Out: self-contained HTML (plotly), Markdown and CSV under reports/.
 
 For notebooks::
 
@@ -9,7 +12,7 @@ For notebooks::
     report.export_figures(figs, "reports/png", fmt="png")   # needs kaleido + a Chromium
 
 Each function takes run records (dicts), or record files / directories / globs (read
-with :func:`harness.records.read_records`), plus ``baseline=`` (default ``"fp32"``),
+with :func:`harness.store.records.read_records`), plus ``baseline=`` (default ``"fp32"``),
 ``prices=`` (a path or a :class:`~harness.report.procurement.Prices`) and, for figures,
 ``cdf_cases=`` (globs or substrings of case ids). :func:`build` returns a
 :class:`Report` holding everything at once; :func:`write` renders it to files.
@@ -66,7 +69,7 @@ class Report:
         """Per-case trend charts over the runs of each machine, steps marked (``--history``)."""
         if not self.history:
             return []
-        from harness.history import trend_figures
+        from harness.analyze.history import trend_figures
 
         return trend_figures(self.records)
 
@@ -115,7 +118,7 @@ class Report:
 
 
 def _records(source: Any) -> list[dict]:
-    from harness.records import read_records
+    from harness.store.records import read_records
 
     if isinstance(source, (str, Path)):
         return read_records([source])

@@ -1,7 +1,7 @@
 """The reporter's data model: run records flattened into one row per case.
 
 Everything the tables, charts, Markdown and key findings show is derived here, once,
-from the records (read with :mod:`harness.records`): effective status, measured or
+from the records (read with :mod:`harness.store.records`): effective status, measured or
 estimated figures, the matching baseline (speedup, size and MAC reduction), energy,
 the device's peak and the Pareto frontier. Nothing here imports pandas or plotly.
 

@@ -1,6 +1,6 @@
 """One case, run inside its own worker process: prepare -> warm up -> measure -> accuracy.
 
-This is the worker's target (``harness.case:run_case``); the parent (``harness.runner``)
+This is the worker's target (``harness.run.case:run_case``); the parent (``harness.run.runner``)
 adds identity (key, case id) and worker facts (exit code, stderr) around what it returns.
 
 Scenarios (MLPerf's definitions, adapted to one process):
@@ -57,12 +57,12 @@ def headline(scenario: str, stats: dict, throughput: dict) -> dict:
 def run_case(payload: dict) -> dict:
     """Worker entry: returns the measured part of a case record (JSON-serialisable)."""
     from backends.base import DoesNotFit, Session, UnsupportedCase
-    from harness import accuracy as acc
-    from harness.artifacts import Artifact
-    from harness.energy import measure_energy
-    from harness.measure import MeasureSettings, measure, verdict, warm_up
-    from harness.plugins import get_backend, load_object
-    from harness.stats import early_stopping_percentile, summarize
+    from harness.measure import accuracy as acc
+    from harness.plan.artifacts import Artifact
+    from harness.measure.energy import measure_energy
+    from harness.measure.timing import MeasureSettings, measure, verdict, warm_up
+    from harness.plan.plugins import get_backend, load_object
+    from harness.measure.stats import early_stopping_percentile, summarize
 
     case = payload["case"]
     scenario = case["scenario"]
@@ -190,7 +190,7 @@ def _loadgen_driver(payload, session, ev, artifact, scenario, batch, sc_opts, st
 def _generator_case(payload, session, artifact, ev, settings, scenario, batch, sc_opts, threads, concurrency,
                     prepare_s):
     """Offline / server / multi-stream through bench's load generator (see harness.scenario_case)."""
-    from harness import accuracy as acc
+    from harness.measure import accuracy as acc
     from harness import scenario_case as scase
 
     data = scase.sample_library(ev["x"], artifact.inputs)

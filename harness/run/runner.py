@@ -1,7 +1,7 @@
 """The parent side of ``bench run``: plan, artifacts, one worker per case, the record.
 
 Nothing heavy runs in this process's timed paths: every case is measured in its own
-spawned worker (``harness.worker``), so a crash, a hang or an out-of-memory kill costs
+spawned worker (``harness.run.worker``), so a crash, a hang or an out-of-memory kill costs
 that case alone. Finished cases go to a journal at once; the record is written at the end
 (also after Ctrl-C, with the cases not run marked ``skipped``).
 """
@@ -52,7 +52,7 @@ def default_threads() -> int:
 
 def resolve_backend(name: str, runtime: str | None):
     """Instantiate the backend and check it (and the runtime) can run here, or raise one line."""
-    from harness.plugins import get_backend
+    from harness.plan.plugins import get_backend
 
     backend = get_backend(name)
     av = backend.availability()
@@ -68,7 +68,7 @@ def resolve_backend(name: str, runtime: str | None):
 
 
 def build_settings(suite_measurement: dict, overrides: dict):
-    from harness.measure import MeasureSettings
+    from harness.measure.timing import MeasureSettings
 
     values = {**suite_measurement, **{k: v for k, v in overrides.items() if v is not None}}
     try:
@@ -81,10 +81,10 @@ def build_settings(suite_measurement: dict, overrides: dict):
 
 def run(opts: RunOptions, *, on_event: Callable[[str, dict], None] | None = None) -> tuple[dict, Path]:
     """Run a suite; returns ``(record, path)``. ``on_event(kind, data)`` drives the UI."""
-    from harness import env as envmod
-    from harness import records
-    from harness import suite as suitemod
-    from harness.measure import timer_overhead
+    from harness.run import env as envmod
+    from harness.store import records
+    from harness.plan import suite as suitemod
+    from harness.measure.timing import timer_overhead
 
     emit = on_event or (lambda kind, data: None)
     from suites.zoo import byo
@@ -201,7 +201,7 @@ def _identity(pc, *, device, runtime_version, threads, simulated) -> dict:
 
 
 def _finish(base: dict, art, result: dict) -> dict:
-    from harness.env import comparability_key, key_fields
+    from harness.run.env import comparability_key, key_fields
 
     case = dict(base)
     case["artifact"] = None if art is None else {"key": art.key, "dir": str(art.dir), "opset": art.meta.get("opset"),
@@ -218,7 +218,7 @@ def _finish(base: dict, art, result: dict) -> dict:
 
 
 def _run_one(pc, base, art, backend, settings, threads, timeout, suite, opts) -> dict:
-    from harness.worker import run_in_worker
+    from harness.run.worker import run_in_worker
 
     payload = {
         "case": pc.as_dict(),
@@ -236,7 +236,7 @@ def _run_one(pc, base, art, backend, settings, threads, timeout, suite, opts) ->
     }
     env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "OPENBLAS_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-    wr = run_in_worker("harness.case:run_case", payload, timeout_s=timeout, env=env)
+    wr = run_in_worker("harness.run.case:run_case", payload, timeout_s=timeout, env=env)
     worker = wr.to_record()
     if wr.ok and wr.result is not None:
         result = dict(wr.result)

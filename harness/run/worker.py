@@ -16,7 +16,7 @@ Parent side::
         status, reason = "failed", res.reason
     record["worker"] = res.to_record()
 
-Child side (``python -m harness.worker <job.json> <result.json>``): read the job
+Child side (``python -m harness.run.worker <job.json> <result.json>``): read the job
 (``{"target": "pkg.mod:function", "payload": {...}}``), import the target, call
 ``function(payload)``; the function must return a JSON-serialisable dict. The child
 adds ``"__rusage__": {"peak_rss_bytes": ...}`` and writes the result file atomically
@@ -169,7 +169,7 @@ def _child_env(extra: Mapping[str, Any] | None) -> dict[str, str]:
 
 
 def _run(job_path, result_path, log_path, env, cwd, timeout_s, kill_grace_s) -> WorkerResult:
-    cmd = [sys.executable, "-m", "harness.worker", job_path, result_path]
+    cmd = [sys.executable, "-m", "harness.run.worker", job_path, result_path]
     proc: subprocess.Popen | None = None
     timed_out = False
     start = time.monotonic()
@@ -447,10 +447,10 @@ def _child(job_path: str, result_path: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Child entry point: ``python -m harness.worker <job.json> <result.json>``."""
+    """Child entry point: ``python -m harness.run.worker <job.json> <result.json>``."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2:
-        sys.stderr.write("usage: python -m harness.worker <job.json> <result.json>\n")
+        sys.stderr.write("usage: python -m harness.run.worker <job.json> <result.json>\n")
         return 2
     _die_with_parent()
     import faulthandler

@@ -104,7 +104,7 @@ class MergeReport:
 
 def expand_inputs(items: Iterable[str | Path], *, recursive: bool = True) -> list[Path]:
     """Record files under ``items`` (files, directories, globs); directories recursively."""
-    from harness.records import iter_record_paths
+    from harness.store.records import iter_record_paths
 
     expanded: list[str | Path] = []
     for item in items:
@@ -139,7 +139,7 @@ def merge_runs(items: Iterable[str | Path], out_dir: str | Path, *, skip_invalid
     Returns a :class:`MergeReport`. Raises :class:`BenchError` (nothing written) when an
     input cannot be read or breaks the schema, unless ``skip_invalid``.
     """
-    from harness.records import JOURNAL_SUFFIX, check_writable_dir, read_record, write_atomic
+    from harness.store.records import JOURNAL_SUFFIX, check_writable_dir, read_record, write_atomic
 
     out = Path(out_dir)
     report = MergeReport(str(out), dry_run=dry_run)

@@ -15,7 +15,7 @@ import numpy as np
 
 from harness.errors import BenchError
 
-#: ONNX weight summary fields read back from an exported graph (harness.complexity.count);
+#: ONNX weight summary fields read back from an exported graph (harness.plan.complexity.count);
 #: suites.build records the full count as meta["complexity"] for every artifact
 _WEIGHT_FIELDS = ("params", "macs", "nonzero_macs", "weight_sparsity", "weight_elements", "zero_weight_elements",
                   "model_bytes")
@@ -250,7 +250,7 @@ def save_torch(module, out_dir: Path, factory: str, kwargs: dict) -> dict:
 
 def check_rebuild(torch_meta: dict, module, recipe: str) -> None:
     """The factory + kwargs really rebuild ``module`` (same state_dict keys and shapes)."""
-    from harness.plugins import load_object
+    from harness.plan.plugins import load_object
 
     rebuilt = load_object(torch_meta["factory"])(**torch_meta.get("kwargs", {}))
     want = {k: tuple(v.shape) for k, v in module.state_dict().items()}
@@ -290,8 +290,8 @@ def copy_torch(base, out_dir: Path) -> dict | None:
 
 
 def weight_summary(onnx_path: Path) -> dict:
-    """Parameters, MACs and weight sparsity read back from the exported file (harness.complexity)."""
-    from harness.complexity import count
+    """Parameters, MACs and weight sparsity read back from the exported file (harness.plan.complexity)."""
+    from harness.plan.complexity import count
 
     c = count(onnx_path)
     out = {k: c.get(k) for k in _WEIGHT_FIELDS}
@@ -423,13 +423,13 @@ def preprocess(src: Path, dst: Path) -> dict:
 class StagedArtifact:
     """An intermediate artifact of a composed recipe: the base's data with a new model.
 
-    Quacks like :class:`harness.artifacts.Artifact` for what recipes read (``dir``, ``meta``,
+    Quacks like :class:`harness.plan.artifacts.Artifact` for what recipes read (``dir``, ``meta``,
     ``name``, ``onnx_path``, ``inputs``, ``eval_data``, ``calibration_data``,
     ``torch_module``): the data files are the base's, the model files the previous stage's.
     """
 
     def __init__(self, base, stage_dir: Path, stage_meta: dict):
-        from harness.artifacts import Artifact
+        from harness.plan.artifacts import Artifact
 
         for f in ("data.npz", "eval.npz", "calib.npz"):
             if (base.dir / f).exists() and not (stage_dir / f).exists():

@@ -23,7 +23,7 @@ from suites.recipes import _common as C
 
 def apply(base, out_dir: Path, *, soft: bool, temperature: float = 4.0, alpha: float = 0.7,
           epochs: int | None = None, lr: float | None = None, batch_size: int | None = None) -> dict:
-    from harness.plugins import load_object
+    from harness.plan.plugins import load_object
     from suites import zoo
     from suites.zoo.common import seed_everything, train_classifier
 

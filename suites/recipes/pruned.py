@@ -16,7 +16,7 @@ Fine-tune (mask re-applied after every step, BatchNorm statistics frozen), the p
   then measures what magnitude pruning alone does to fidelity vs fp32.
 
 The model is re-exported with the base's exporter; ``sparsity`` in the meta is read back
-from the exported ONNX initializers (harness.complexity), not from the torch masks.
+from the exported ONNX initializers (harness.plan.complexity), not from the torch masks.
 """
 from __future__ import annotations
 

@@ -147,7 +147,7 @@ def _shape_of(m) -> dict:
 def rebuild(factory: str, kwargs: dict, shapes: dict) -> object:
     """Torch factory for a channel-pruned model: the base architecture with the layers in
     ``shapes`` (``{qualified name: {"in", "out"}}``) replaced by smaller ones."""
-    from harness.plugins import load_object
+    from harness.plan.plugins import load_object
 
     module = load_object(factory)(**kwargs)
     for qualname, dims in shapes.items():

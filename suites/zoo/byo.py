@@ -2,7 +2,7 @@
 
 ``bench run --model path/to/model.onnx --input-shape NAME=1x3x224x224`` or
 ``bench run --model package.module:factory --input-shape 1x3x224x224``: the model becomes
-an fp32 artifact in the same content-hashed cache as zoo models (``harness.artifacts``),
+an fp32 artifact in the same content-hashed cache as zoo models (``harness.plan.artifacts``),
 with complexity counted from its graph, and its cases are measured and checked like any
 other. It has no labels: its accuracy is **fidelity** against its own fp32 outputs, which
 onnxruntime (CPU) computes once, at artifact build, on seeded random inputs:
@@ -36,13 +36,13 @@ from typing import Callable
 
 import numpy as np
 
-from harness.complexity import check_given_shape
+from harness.plan.complexity import check_given_shape
 from harness.errors import BenchError
 
 N_EVAL = 32
 SEED = 0
 VARIANT = "fp32"
-_MODULES = ("suites.zoo.byo", "suites.zoo.common", "harness.artifacts")
+_MODULES = ("suites.zoo.byo", "suites.zoo.common", "harness.plan.artifacts")
 
 
 @dataclass
@@ -50,7 +50,7 @@ class UserModel:
     ref: str  # as given on the command line
     name: str  # the model name in case ids and records
     kind: str  # "onnx" | "torch"
-    artifact: object  # harness.artifacts.Artifact
+    artifact: object  # harness.plan.artifacts.Artifact
     built: bool
     fixed_batch: int | None  # the model's fixed batch size, None when dynamic
     default_batch: int  # axis 0 of the given input shapes (1 when none was given)
@@ -61,7 +61,7 @@ class UserModel:
 
 def parse_shapes(texts) -> dict[str | None, tuple[int, ...]]:
     """``["x=1x3x8x8", ...]`` -> ``{"x": (1, 3, 8, 8)}``; a shape without a name has key None."""
-    from harness.complexity import parse_input_shape
+    from harness.plan.complexity import parse_input_shape
 
     shapes: dict[str | None, tuple[int, ...]] = {}
     for text in texts or ():
@@ -249,7 +249,7 @@ def _declared_inputs(model) -> list[tuple[str, str, list | None]]:
 
 
 def _onnx_user_model(ref: str, shapes: dict, parsed, *, root, rebuild: bool) -> UserModel:
-    from harness.artifacts import artifact_key, get_or_build, package_versions
+    from harness.plan.artifacts import artifact_key, get_or_build, package_versions
 
     path = Path(ref).expanduser()
     label = ref
@@ -295,7 +295,7 @@ def _onnx_user_model(ref: str, shapes: dict, parsed, *, root, rebuild: bool) -> 
 def _torch_user_model(ref: str, shapes: dict, *, root, rebuild: bool) -> UserModel:
     import importlib.util
 
-    from harness.artifacts import artifact_key, get_or_build, package_versions, source_digest
+    from harness.plan.artifacts import artifact_key, get_or_build, package_versions, source_digest
 
     module_name, _, attr = ref.partition(":")
     if not module_name or not attr:
@@ -319,7 +319,7 @@ def _torch_user_model(ref: str, shapes: dict, *, root, rebuild: bool) -> UserMod
     def build(d: Path) -> dict:
         import torch
 
-        from harness.plugins import load_object
+        from harness.plan.plugins import load_object
         from suites.zoo.common import export_onnx
 
         try:
@@ -360,8 +360,8 @@ def _cache_name(name: str) -> str:
 
 def _finish_meta(d: Path, name: str, inputs: list[dict], fixed_batch, label: str, *,
                  source: dict, torch_info: dict | None = None) -> dict:
-    from harness.artifacts import package_versions
-    from harness.complexity import count
+    from harness.plan.artifacts import package_versions
+    from harness.plan.complexity import count
     from suites.build import _io_meta
 
     t0 = time.perf_counter()
@@ -434,7 +434,7 @@ def plan(models: list[UserModel], *, backend: str, runtime: str, scenarios: list
          batches: list[int] | None, suite_batches: list[int] | None = None) -> list:
     """Cases of the user's models: single-stream at batch 1, offline at ``batches`` (else the
     suite's batch sizes, else the batch of ``--input-shape``), kept to a fixed batch size."""
-    from harness.suite import PlannedCase
+    from harness.plan.suite import PlannedCase
 
     cases = []
     for m in models:
@@ -458,7 +458,7 @@ def plan(models: list[UserModel], *, backend: str, runtime: str, scenarios: list
 
 def default_suite():
     """The stand-in suite of a run without ``--suite``: both scenarios, gate 0.99, default measurement."""
-    from harness.suite import DEFAULT_GATE, Suite
+    from harness.plan.suite import DEFAULT_GATE, Suite
 
     data = {"name": "user-models", "description": "your own models (bench run --model FILE.onnx | pkg.mod:fn)",
             "models": [], "scenarios": ["single-stream", "offline"], "accuracy": {"gate": DEFAULT_GATE}}
