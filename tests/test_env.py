@@ -12,7 +12,7 @@ import pytest
 from harness.run import env
 
 ROOT = Path(__file__).resolve().parent.parent
-SCHEMA_PATH = ROOT / "harness" / "schema" / "run-v1.schema.json"
+SCHEMA_PATH = ROOT / "harness" / "store" / "schema" / "run-v1.schema.json"
 
 
 # --------------------------------------------------------------------------- fixtures

@@ -11,7 +11,7 @@ from scipy import stats as sps
 
 from harness.measure import stats as S
 
-SCHEMA = Path(__file__).resolve().parents[1] / "harness" / "schema" / "run-v1.schema.json"
+SCHEMA = Path(__file__).resolve().parents[1] / "harness" / "store" / "schema" / "run-v1.schema.json"
 
 
 # ---------------------------------------------------------------- percentile
