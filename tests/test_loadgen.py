@@ -1,4 +1,4 @@
-"""The load generator (harness.loadgen) and the SUT adapter (harness.sut) on synthetic systems."""
+"""The load generator (harness.measure.loadgen) and the SUT adapter (harness.measure.sut) on synthetic systems."""
 from __future__ import annotations
 
 import threading
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from harness import loadgen as lg
-from harness.sut import SessionSUT
+from harness.measure import loadgen as lg
+from harness.measure.sut import SessionSUT
 
 
 def test_poisson_schedule_rate_and_exponential_gaps():

@@ -28,7 +28,7 @@ def test_bad_scenario_options_one_line_exit_2(tmp_path, args, message):
 
 
 def test_programmatic_bad_options_and_missing_loadgen(monkeypatch):
-    from harness import lg_driver
+    from harness.run import lg_driver
     from harness.errors import BenchError
     from harness.run.runner import _check_scenario_options
 
@@ -43,7 +43,7 @@ def test_programmatic_bad_options_and_missing_loadgen(monkeypatch):
 
 
 def test_missing_loadgen_is_one_line_exit_2(monkeypatch, capsys, tmp_path):
-    from harness import lg_driver
+    from harness.run import lg_driver
     from harness.cli import main
 
     monkeypatch.setattr(lg_driver, "available", lambda: False)

@@ -1,4 +1,4 @@
-"""Scenario logic (harness.scenarios) and early stopping (harness.measure.stats) on synthetic systems."""
+"""Scenario logic (harness.measure.scenarios) and early stopping (harness.measure.stats) on synthetic systems."""
 from __future__ import annotations
 
 import time
@@ -6,10 +6,10 @@ import time
 import numpy as np
 import pytest
 
-from harness import loadgen as lg
-from harness import scenarios as sc
+from harness.measure import loadgen as lg
+from harness.measure import scenarios as sc
 from harness.measure.stats import early_stopping_min_queries, early_stopping_percentile
-from harness.sut import SessionSUT
+from harness.measure.sut import SessionSUT
 
 
 # --- early stopping -----------------------------------------------------------------------
@@ -163,7 +163,7 @@ def test_caching_check_flags_a_caching_system_and_passes_an_honest_one():
 
 
 def test_in_window_accuracy_catches_wrong_outputs():
-    from harness.scenario_case import in_window_accuracy
+    from harness.run.scenario_case import in_window_accuracy
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 5)).astype(np.float32)

@@ -2,7 +2,7 @@
 
 Place in the data path: case driver -> **load generator** (schedule, issue, per-query times)
 -> a system under test (``SUT``: anything with ``issue``) -> completion callback -> per-query
-arrays -> scenario statistics (:mod:`harness.scenarios`).
+arrays -> scenario statistics (:mod:`harness.measure.scenarios`).
 
 The generator knows nothing of hardware. A SUT is any object with::
 

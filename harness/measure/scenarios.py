@@ -2,7 +2,7 @@
 
 Place in the data path: case driver (:mod:`harness.run.case`) -> **scenarios** (which queries,
 how many, how long; peak-QPS search; validity; integrity) -> load generator
-(:mod:`harness.loadgen`) -> SUT. Pure logic over a SUT and per-query times: no backend import.
+(:mod:`harness.measure.loadgen`) -> SUT. Pure logic over a SUT and per-query times: no backend import.
 
 Definitions (MLPerf Inference rules, adapted to bench's short windows; see
 docs/architecture.md):
@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from harness import loadgen as lg
+from harness.measure import loadgen as lg
 from harness.measure.stats import early_stopping_min_queries, early_stopping_percentile, summarize
 
 __all__ = ["SCENARIOS", "HEADLINE_Q", "ScenarioSettings", "summarize_log", "judge", "run_single_stream",

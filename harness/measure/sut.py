@@ -1,9 +1,9 @@
 """A prepared session seen by the load generator: the system under test (SUT) adapter.
 
-Place in the data path: load generator (:mod:`harness.loadgen`) -> **SessionSUT** (query ->
+Place in the data path: load generator (:mod:`harness.measure.loadgen`) -> **SessionSUT** (query ->
 batches of real eval samples -> ``session.run`` on N worker threads, or inline) ->
 completion times back to the generator; a sample of the responses is kept for the
-integrity checks (:mod:`harness.scenarios`).
+integrity checks (:mod:`harness.measure.scenarios`).
 
 The adapter knows the backend seam only (``run(inputs)`` and ``max_concurrency``, see
 docs/backends.md), never a scenario: the generator decides when queries arrive.

@@ -7,14 +7,14 @@ Scenarios (MLPerf's definitions, adapted to one process):
 - ``single-stream``: batch 1; each query is sent when the previous one completed; every
   sample is one query's latency; headline = p90 latency.
 - ``offline``, ``server``, ``multi-stream``: driven by bench's load generator
-  (:mod:`harness.scenario_case` -> :mod:`harness.scenarios` -> :mod:`harness.loadgen`), with
+  (:mod:`harness.run.scenario_case` -> :mod:`harness.measure.scenarios` -> :mod:`harness.measure.loadgen`), with
   several queries in flight when the session declares ``max_concurrency > 1``. Offline: all
   samples issued at once, headline = samples completed / wall time (one case per batch size
   of the sweep). Server: Poisson arrivals, headline ``max_qps`` under the latency bound
   (or ``qps`` at ``--target-qps``). Multi-stream: 8 samples a query, headline p99.
 Single-stream inputs rotate through a pool of distinct real eval batches (LoadGen's
 performance sample set), cast to the model's input dtype before timing starts.
-``--driver loadgen`` also runs the case under MLPerf LoadGen (:mod:`harness.lg_driver`).
+``--driver loadgen`` also runs the case under MLPerf LoadGen (:mod:`harness.run.lg_driver`).
 """
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def run_case(payload: dict) -> dict:
     threads = int(payload["threads"])
     concurrency = 1
     if scenario in GENERATOR_SCENARIOS:
-        from harness.scenario_case import threads_for
+        from harness.run.scenario_case import threads_for
 
         concurrency = int(sc_opts.get("concurrency") or threads)
         threads = threads_for(threads, concurrency)
@@ -175,8 +175,8 @@ def _loadgen_driver(payload, session, ev, artifact, scenario, batch, sc_opts, st
     """``--driver loadgen``: the same case under MLPerf LoadGen, on the same session (or None)."""
     if (sc_opts.get("driver") or "bench") != "loadgen":
         return None
-    from harness import lg_driver
-    from harness.scenario_case import sample_library
+    from harness.run import lg_driver
+    from harness.run.scenario_case import sample_library
 
     data = sample_library(ev["x"], artifact.inputs)
     try:
@@ -189,9 +189,9 @@ def _loadgen_driver(payload, session, ev, artifact, scenario, batch, sc_opts, st
 
 def _generator_case(payload, session, artifact, ev, settings, scenario, batch, sc_opts, threads, concurrency,
                     prepare_s):
-    """Offline / server / multi-stream through bench's load generator (see harness.scenario_case)."""
+    """Offline / server / multi-stream through bench's load generator (see harness.run.scenario_case)."""
     from harness.measure import accuracy as acc
-    from harness import scenario_case as scase
+    from harness.run import scenario_case as scase
 
     data = scase.sample_library(ev["x"], artifact.inputs)
     res = scase.run(session, scenario=scenario, batch=batch, data=data, measure_settings=settings, opts=sc_opts,

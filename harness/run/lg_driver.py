@@ -2,7 +2,7 @@
 
 Place in the data path: worker case (:mod:`harness.run.case`) -> **LoadGen driver** -> MLPerf
 LoadGen (``mlcommons-loadgen``, module ``mlperf_loadgen``: its own C++ clock, schedule and
-validity rules) -> bench's SUT adapter (:class:`harness.sut.SessionSUT`, the very session
+validity rules) -> bench's SUT adapter (:class:`harness.measure.sut.SessionSUT`, the very session
 bench timed) -> ``QuerySamplesComplete``. The eval set is the query sample library. LoadGen's
 summary (scenario, VALID/INVALID, percentiles, QPS or samples/s) and the settings used go
 into the case under ``loadgen``, next to bench's own figure, so the two drivers can be compared.
@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 
 from harness.errors import BenchError
-from harness.sut import SessionSUT
+from harness.measure.sut import SessionSUT
 
 _SCEN = {"single-stream": "SingleStream", "multi-stream": "MultiStream", "server": "Server", "offline": "Offline"}
 
@@ -151,7 +151,7 @@ def run_case(session, *, scenario: str, batch: int, data: dict, opts: dict, sett
     """The case under LoadGen with bench's settings: server at bench's QPS (the found peak, or
     ``--target-qps``); returns the summary plus ``agreement`` = bench / LoadGen on the headline."""
     from backends.base import Session
-    from harness.scenario_case import concurrency_plan, scenario_settings
+    from harness.run.scenario_case import concurrency_plan, scenario_settings
     from harness.measure.timing import MeasureSettings
 
     ms = MeasureSettings(**settings)

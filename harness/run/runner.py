@@ -255,7 +255,7 @@ def _run_one(pc, base, art, backend, settings, threads, timeout, suite, opts) ->
 
 def _check_scenario_options(o: dict) -> None:
     """Bad load-generator options and a missing LoadGen: one line, exit 2, before any case runs."""
-    from harness.scenarios import ScenarioSettings
+    from harness.measure.scenarios import ScenarioSettings
 
     try:
         ScenarioSettings(target_qps=o.get("target_qps"), latency_bound_ms=o.get("latency_bound_ms"),
@@ -269,7 +269,7 @@ def _check_scenario_options(o: dict) -> None:
     if (o.get("driver") or "bench") not in ("bench", "loadgen"):
         raise BenchError(f"unknown driver {o['driver']!r} (choose from: bench, loadgen)")
     if o.get("driver") == "loadgen":
-        from harness.lg_driver import require
+        from harness.run.lg_driver import require
 
         require()
 

@@ -2,9 +2,9 @@
 
 Place in the data path: worker case (:mod:`harness.run.case`, after ``prepare``) -> **this
 driver** (query sample library, SUT adapter, warm-up, scenario run or peak search,
-integrity checks, record fields) -> :mod:`harness.scenarios` / :mod:`harness.loadgen`.
+integrity checks, record fields) -> :mod:`harness.measure.scenarios` / :mod:`harness.measure.loadgen`.
 ``--driver loadgen`` additionally runs the same case under MLPerf LoadGen
-(:mod:`harness.lg_driver`) on the same session.
+(:mod:`harness.run.lg_driver`) on the same session.
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import time
 
 import numpy as np
 
-from harness import scenarios as sc
-from harness.sut import SessionSUT
+from harness.measure import scenarios as sc
+from harness.measure.sut import SessionSUT
 
 #: responses kept for the in-window accuracy check: every k-th query (bounded memory)
 LOG_EVERY = 4
