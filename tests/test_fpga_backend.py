@@ -165,7 +165,7 @@ def test_over_budget_case_keeps_its_estimate(tmp_path, monkeypatch):
     case = {"case_id": "c", "key": "0123456789abcdef", "key_fields": {}, "model": "tiny-mlp", "variant": "fp32",
             "backend": "fpga", "runtime": "simulator", "batch": 1, "scenario": "single-stream", "simulated": True,
             **res}
-    schema = json.loads((REPO / "harness" / "schema" / "run-v1.schema.json").read_text())
+    schema = json.loads((REPO / "harness" / "store" / "schema" / "run-v1.schema.json").read_text())
     registry = Registry().with_resource(schema["$id"], Resource.from_contents(schema))
     Draft202012Validator({"$ref": schema["$id"] + "#/$defs/case"}, registry=registry).validate(case)
     assert exit_code({"cases": [case]}) == 1  # as when it was a failed case
