@@ -174,10 +174,16 @@ class _Recorder:
         self._n += n
 
     def done(self, qid: int, t_start: int, t_done: int) -> None:
+        """Open loop / burst: record; the last completion sets ``all_done``."""
         self.started[qid] = t_start
         self.completed[qid] = t_done
         if next(self._count) >= self._n:  # itertools.count.__next__ is atomic under the GIL
             self.all_done.set()
+
+    def done_closed(self, qid: int, t_start: int, t_done: int) -> None:
+        """Closed loop: record and wake the generator waiting for this query."""
+        self.started[qid] = t_start
+        self.completed[qid] = t_done
         self.last_done.set()
 
 
@@ -258,7 +264,7 @@ def run_closed_loop(sut, sample_of: Callable[[int], Sequence[int]], *, min_queri
     cap = int(max_queries)
     room = min(cap, 1024)
     rec = _Recorder(room)
-    done = rec.done
+    done = rec.done_closed
     ev = rec.last_done
     issue = sut.issue
     issued = array("q")
