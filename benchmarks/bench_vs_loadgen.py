@@ -1,7 +1,14 @@
-"""bench's single-stream latency against MLPerf LoadGen's, on the same session, same process.
+"""bench against MLPerf LoadGen on the same session, same process: single-stream p90, server max QPS.
 
     pip install mlcommons-loadgen
     python benchmarks/bench_vs_loadgen.py [--model mlp-digits] [--seconds 5]
+    python benchmarks/bench_vs_loadgen.py --scenario server [--bound-ms 15] [--concurrency 2] [--seconds 1]
+
+Server: both drivers search the highest QPS that stays valid with the same bound (p99), the same
+minimum duration and query count, on the same SUT adapter (bench's worker threads around the
+session): bench with its own generator and peak search; LoadGen by the same ramp + bisection
+(:func:`harness.scenarios.search_peak`) over LoadGen Server runs judged VALID/INVALID by LoadGen
+itself. The script prints both peaks and their ratio (target: within 10 %).
 
 LoadGen (the MLPerf reference harness) drives the SUT in SingleStream: it issues one query,
 waits for ``QuerySamplesComplete``, issues the next, and reports percentiles of the
@@ -72,12 +79,60 @@ def loadgen_single_stream(run, pool, seconds: float, expected_ns: int) -> dict:
             "valid": "Result is : VALID" in summary, "queries": grab(r"Samples per second")}
 
 
+def server(args) -> None:
+    from backends.cpu import CPUBackend
+    from harness import lg_driver
+    from harness import scenarios as sc
+    from harness.scenario_case import sample_library
+    from harness.sut import SessionSUT
+    from suites.build import artifact_for
+
+    art, _ = artifact_for(args.model)
+    data = sample_library(art.eval_data()["x"], art.inputs)
+    n = len(next(iter(data.values())))
+    session = CPUBackend().prepare(art, precision="fp32", batch=1, threads=1, runtime="onnxruntime",
+                                   options={"io_binding": 0})
+    sut = SessionSUT(session.run, data, concurrency=args.concurrency)
+    s = sc.ScenarioSettings(scenario="server", min_duration_s=args.seconds, max_duration_s=args.seconds * 4,
+                            latency_bound_ms=args.bound_ms, search_tolerance=0.05, search_max_steps=12)
+    burst = sc.lg.run_burst(sut, list(range(min(n, 2000))))
+    start = 0.5 * burst.samples[0] / (burst.duration_ns() / 1e9)
+    rows = []
+    try:
+        for driver in ("bench", "loadgen", "bench", "loadgen"):
+            if driver == "bench":
+                best, steps = sc.search_peak(lambda q: sc.run_server(sut, q, s, n)["validity"], start,
+                                             tolerance=s.search_tolerance, max_steps=s.search_max_steps)
+            else:
+                best, steps = sc.search_peak(
+                    lambda q: {"valid": lg_driver.run_loadgen(sut, scenario="server", n_samples=n,
+                                                              min_duration_s=s.min_duration_s,
+                                                              max_duration_s=s.max_duration_s,
+                                                              min_queries=s.need_queries, target_qps=q,
+                                                              bound_ns=s.bound_ns)["valid"]},
+                    start, tolerance=s.search_tolerance, max_steps=s.search_max_steps)
+            peak = best["qps"] if best else 0.0
+            rows.append((driver, peak, len(steps)))
+            print(f"{driver:8s} max QPS at p99 <= {args.bound_ms:g} ms: {peak:10,.0f}  ({len(steps)} steps)", flush=True)
+    finally:
+        sut.close()
+    b = sum(r[1] for r in rows if r[0] == "bench")
+    g = sum(r[1] for r in rows if r[0] == "loadgen")
+    print(f"{args.model} server (concurrency {args.concurrency}, bound {args.bound_ms:g} ms): bench/LoadGen max-QPS "
+          f"ratio {b / g if g else float('nan'):.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="mlp-digits")
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--scenario", choices=["single-stream", "server"], default="single-stream")
+    ap.add_argument("--bound-ms", type=float, default=15.0)
+    ap.add_argument("--concurrency", type=int, default=2)
     args = ap.parse_args()
+    if args.scenario == "server":
+        return server(args)
 
     from backends.cpu import CPUBackend
     from harness.run.case import input_pool
