@@ -80,6 +80,12 @@ def test_server_multistream_offline_end_to_end(tmp_path, bench_cache):
     off = cases["offline"]
     assert off["headline"]["metric"] == "samples_per_s" and off["headline"]["value"] > 0
     assert off["generator"]["summary"]["samples"] >= 1024
+    # the report draws the latency-vs-load curve: one point per QPS step tried
+    from harness import report
+
+    figs = report.figures(str(out))
+    assert "load" in figs
+    assert len(figs["load"].data[0].x) == len(steps)
     for c in cases.values():
         integ = c["generator"]["integrity"]
         assert integ["in_window_accuracy"]["passed"] is True

@@ -7,7 +7,9 @@ Charts (keys, in the order the report shows them):
 3. ``pareto`` — accuracy vs latency per model, with the Pareto frontier of the variants;
 4. ``speedup`` — speedup and size reduction vs the baseline (heatmaps: variant x backend);
 5. ``cdf`` — latency distribution (CDF of the raw samples) for chosen cases;
-6. ``roofline`` — achieved MAC/s vs arithmetic intensity under the device's peak.
+6. ``roofline`` — achieved MAC/s vs arithmetic intensity under the device's peak;
+7. ``load`` — server cases: p99 latency against offered load (every QPS step of the peak
+   search), the latency bound and the peak found (only when a run has server cases).
 
 A chart without the data it needs is skipped, with the reason stated in the report.
 User-supplied strings are HTML-escaped before they reach plotly (plotly renders a
@@ -32,6 +34,7 @@ TITLES = {
     "speedup": "Speedup and size reduction vs the baseline",
     "cdf": "Latency distribution (CDF of raw samples)",
     "roofline": "Roofline: achieved MAC/s vs arithmetic intensity",
+    "load": "Server: p99 latency vs offered load (QPS)",
 }
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf"]
@@ -301,6 +304,41 @@ def cdf_figure(ds: Dataset, patterns: list[str] | None = None):
     return fig, None
 
 
+# --------------------------------------------------------------------------- 7. load
+
+def load_figure(ds: Dataset):
+    """One line per server case: every QPS step tried (sorted by QPS), p99 in ms (the
+    early-stopping estimate where recorded), valid steps filled, invalid hollow; the bound dashed."""
+    import plotly.graph_objects as go
+
+    rows = [r for r in ds.rows if r["scenario"] == "server" and r["load_steps"] and not r["simulated"]]
+    if not rows:
+        return None, "no server case with load-generator steps"
+    fig = go.Figure()
+    ys, xs = [], []
+    for i, r in enumerate(rows):
+        steps = sorted((s for s in r["load_steps"] if s.get("qps") or s.get("target_qps")),
+                       key=lambda s: s.get("qps") or s.get("target_qps"))
+        x = [s.get("qps") or s.get("target_qps") for s in steps]
+        y = [_ms(s.get("p99_early_stopping_ns") or s.get("p99_ns")) for s in steps]
+        color = PALETTE[i % len(PALETTE)]
+        name = _t(f"{r['case_id']} @ {r['machine']}")
+        fig.add_trace(go.Scatter(
+            x=x, y=y, mode="lines+markers", name=name, line={"color": color},
+            marker={"symbol": ["circle" if s.get("valid") else "circle-open" for s in steps], "size": 9},
+            hovertemplate="%{x:,.0f} QPS: p99 %{y:.4g} ms<extra></extra>"))
+        bound = _ms(next((s.get("bound_ns") for s in steps if s.get("bound_ns")), None))
+        if bound:
+            fig.add_trace(go.Scatter(x=[min(x), max(x)], y=[bound, bound], mode="lines", showlegend=False,
+                                     line={"color": color, "dash": "dash"}, hoverinfo="skip"))
+            ys.append(bound)
+        xs += x
+        ys += [v for v in y if v is not None]
+    _layout(fig, TITLES["load"], xaxis=_axis("offered load (queries/s)", xs, 8),
+            yaxis=_axis("p99 latency (ms)", ys, 30))
+    return fig, None
+
+
 # --------------------------------------------------------------------------- 6. roofline
 
 def roofline_figure(ds: Dataset):
@@ -387,6 +425,12 @@ def build_charts(ds: Dataset, cdf_cases: list[str] | None = None) -> Charts:
                      "(dashed: flat at the peak MAC/s, sloped by memory bandwidth where known). The source of the "
                      "peak (measured, nominal from the prices file, or estimated) is in the legend." + left_out),
     }
+    if any(r["scenario"] == "server" and r["load_steps"] for r in ds.rows):
+        makers["load"] = (load_figure,
+                          "Server cases: p99 latency (early-stopping estimate, ms) at every offered load the peak-QPS "
+                          "search tried (ramp, then bisection), one line per case; filled markers are valid steps, "
+                          "hollow ones invalid; the dashed line is the case's latency bound. The headline max QPS is "
+                          "the highest filled marker. Latency counts from each query's scheduled arrival.")
     for name, (make, caption) in makers.items():
         fig, reason, *extra = make(ds)
         if extra and extra[0] and fig is not None:

@@ -197,6 +197,9 @@ def _case_row(record: dict, case: dict, machine: Machine) -> dict:
         "n": stats.get("n"),
         "throughput": tput,
         "samples": samples,
+        "headline": case.get("headline") if isinstance(case.get("headline"), dict) else None,
+        # server cases: every QPS step the load generator tried (latency-vs-load curve)
+        "load_steps": [s for s in (_dict(case.get("generator")).get("steps") or []) if isinstance(s, dict)],
         "params": _num(cx.get("params")),
         "macs": _num(cx.get("macs")),
         "model_bytes": _num(cx.get("model_bytes")),
