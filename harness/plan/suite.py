@@ -153,7 +153,8 @@ def variant_precision(variant: str) -> str:
 
 
 def plan(suite: Suite, *, backend: str, runtime: str, scenarios: list[str] | None = None,
-         batches: list[int] | None = None, models: list[str] | None = None) -> list[PlannedCase]:
+         batches: list[int] | None = None, models: list[str] | None = None,
+         multistream_samples: int = 8) -> list[PlannedCase]:
     scen = scenarios or suite.scenarios
     cases: list[PlannedCase] = []
     seen: set[PlannedCase] = set()
@@ -171,7 +172,8 @@ def plan(suite: Suite, *, backend: str, runtime: str, scenarios: list[str] | Non
                 # server queries are single samples (batched only by the SUT's dynamic batching);
                 # a multi-stream query of 8 samples runs as one batch of 8 unless --batch says otherwise
                 bs = [1] if sc == "single-stream" else [1] if (sc == "server" and not batches) else \
-                    [8] if (sc == "multi-stream" and not batches) else (batches or m["batch_sizes"])
+                    [int(multistream_samples)] if (sc == "multi-stream" and not batches) else \
+                    (batches or m["batch_sizes"])
                 for b in bs:
                     pc = PlannedCase(m["name"], variant, backend, runtime, prec, int(b), sc)
                     if pc not in seen:  # suites joined by include: may name a case twice

@@ -103,7 +103,8 @@ def run(opts: RunOptions, *, on_event: Callable[[str, dict], None] | None = None
     cases = []
     if suite.models and (opts.models or not user):
         cases = suitemod.plan(suite, backend=backend.name, runtime=runtime, scenarios=opts.scenarios,
-                              batches=opts.batches, models=opts.models)
+                              batches=opts.batches, models=opts.models,
+                              multistream_samples=int(opts.scenario_options.get("samples_per_query") or 8))
     cases += byo.plan(user, backend=backend.name, runtime=runtime, scenarios=opts.scenarios or suite.scenarios,
                       batches=opts.batches, suite_batches=suite.data.get("batch_sizes"))
     if not cases:
