@@ -2,7 +2,7 @@
 
     python benchmarks/bench_generator.py [--seconds 0.5] [--max-qps 3000000]
 
-A null SUT completes every query inline (:class:`harness.loadgen.NullSUT`), so what is left is
+A null SUT completes every query inline (:class:`harness.measure.loadgen.NullSUT`), so what is left is
 the generator's own per-query cost: wait for the arrival, read the clock, pick the samples,
 issue, record. For each target QPS (doubling from 10,000) the script runs a Poisson schedule
 for ``--seconds`` and prints the median / p99 scheduling error (issued - scheduled) and the
@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def bench_at(qps: float, seconds: float) -> dict:
-    from harness import loadgen as lg
+    from harness.measure import loadgen as lg
 
     n = int(qps * seconds)
     log = lg.run_open_loop(lg.NullSUT(), lg.poisson_schedule(qps, n, 0), lambda i: (0,))
@@ -41,7 +41,7 @@ def cpu_cost_per_query(n: int = 500_000) -> float:
     its throughput ceiling on one core, independent of how busy the machine is."""
     import time
 
-    from harness import loadgen as lg
+    from harness.measure import loadgen as lg
 
     arrivals = np.zeros(n, dtype=np.int64)
     c0 = time.process_time()

@@ -7,7 +7,7 @@
 Server: both drivers search the highest QPS that stays valid with the same bound (p99), the same
 minimum duration and query count, on the same SUT adapter (bench's worker threads around the
 session): bench with its own generator and peak search; LoadGen by the same ramp + bisection
-(:func:`harness.scenarios.search_peak`) over LoadGen Server runs judged VALID/INVALID by LoadGen
+(:func:`harness.measure.scenarios.search_peak`) over LoadGen Server runs judged VALID/INVALID by LoadGen
 itself. The script prints both peaks and their ratio (target: within 10 %).
 
 LoadGen (the MLPerf reference harness) drives the SUT in SingleStream: it issues one query,
@@ -81,10 +81,10 @@ def loadgen_single_stream(run, pool, seconds: float, expected_ns: int) -> dict:
 
 def server(args) -> None:
     from backends.cpu import CPUBackend
-    from harness import lg_driver
-    from harness import scenarios as sc
-    from harness.scenario_case import sample_library
-    from harness.sut import SessionSUT
+    from harness.run import lg_driver
+    from harness.measure import scenarios as sc
+    from harness.run.scenario_case import sample_library
+    from harness.measure.sut import SessionSUT
     from suites.build import artifact_for
 
     art, _ = artifact_for(args.model)
