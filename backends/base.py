@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4", "fixed")
 
@@ -111,6 +111,11 @@ class Backend:
     default_runtime: str = ""
     simulated: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    #: ``--option`` names that do NOT change what is measured (kept out of the comparability
+    #: key); every other option is part of the key (harness.env.measured_options)
+    options_not_measured: ClassVar[tuple[str, ...]] = ()
+    #: the value each option has when not given: giving it explicitly keeps the same key
+    option_defaults: ClassVar[dict[str, str]] = {}
 
     def availability(self) -> Availability:
         """Whether the hardware and its libraries are present; the reason when not."""

@@ -145,6 +145,9 @@ class TorchSession(_HostSession):
 
 
 class CPUBackend(Backend):
+    #: onnxruntime's defaults here (io_binding off, spinning on; TF: XLA on, one step per call)
+    option_defaults = {"io_binding": "0", "spinning": "1", "jit_compile": "1", "steps_per_execution": "1"}
+
     def __init__(self):
         super().__init__(name="cpu", runtimes=("onnxruntime", "torch", "tensorflow"), default_runtime="onnxruntime")
 

@@ -423,3 +423,26 @@ def test_git_info_of_temp_repo(tmp_path):
     assert env.git_info(tmp_path)["git_dirty"] is False  # untracked files do not count
     (tmp_path / "a.txt").write_text("two\n")
     assert env.git_info(tmp_path) == {"git_sha": info["git_sha"], "git_dirty": True}
+
+
+# --------------------------------------------------------------------------- options in the key
+
+@pytest.mark.parametrize("option,value", [
+    ("io_binding", "1"), ("compile", "1"), ("cuda_graphs", "1"), ("amp", "autocast"), ("tf32", "1"),
+    ("tensorrt", "on"), ("jit_compile", "0"), ("steps_per_execution", "8"), ("reuse_factor", "4"),
+])
+def test_key_includes_every_measured_option(option, value):
+    plain = env.comparability_key(env.key_fields(_case()))
+    with_opt = env.comparability_key(env.key_fields(_case(options=env.measured_options({option: value}))))
+    assert with_opt != plain
+    other = env.comparability_key(env.key_fields(_case(options=env.measured_options({option: value + "x"}))))
+    assert other != with_opt
+
+
+def test_measured_options_defaults_and_declared_exceptions():
+    assert env.measured_options({"io_binding": 0, "verbose": "2"}, not_measured=("verbose",),
+                                defaults={"io_binding": "0"}) == {}
+    assert env.measured_options({"io_binding": 1, "b": "x", "a": 2}) == {"a": "2", "b": "x", "io_binding": "1"}
+    # no options: the key is what it was before options were keyed (old records keep matching)
+    kf = env.key_fields(_case(options={}))
+    assert "options" not in kf and tuple(kf) == env.KEY_FIELDS

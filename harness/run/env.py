@@ -17,7 +17,8 @@ Two hashes derive from it:
   keeps its id across reboots, renames and upgrades.
 * :func:`comparability_key` — the identity of a *case* (model, artifact hash,
   variant, backend, runtime + version, device, precision, batch, scenario,
-  threads). Two results may be compared only when their keys are equal.
+  threads, and the backend options that change what is measured). Two results
+  may be compared only when their keys are equal.
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ __all__ = [
     "machine_id",
     "comparability_key",
     "key_fields",
+    "measured_options",
     "git_info",
     "cpu_info",
     "parse_cpuinfo",
@@ -162,8 +164,39 @@ def _sha256_json(obj: Any) -> str:
 
 
 def key_fields(case: dict) -> dict:
-    """The identity fields (:data:`KEY_FIELDS`) of ``case``; a missing field is None."""
-    return {name: case.get(name) for name in KEY_FIELDS}
+    """The identity fields (:data:`KEY_FIELDS`) of ``case``; a missing field is None.
+
+    Plus ``options`` — the backend options that change what is measured
+    (:func:`measured_options`), values as strings — when the case has any. A case without
+    such options hashes exactly as before options were keyed, so older records keep their keys.
+    """
+    out = {name: case.get(name) for name in KEY_FIELDS}
+    opts = case.get("options")
+    if opts:
+        out["options"] = {str(k): str(v) for k, v in sorted(opts.items())}
+    return out
+
+
+def measured_options(options: dict | None, *, not_measured: Iterable[str] = (),
+                     defaults: dict | None = None) -> dict:
+    """The backend options that change what is measured, normalised for the comparability key.
+
+    Every option counts (io_binding, compile, cuda_graphs, amp, tf32, tensorrt, jit_compile,
+    steps_per_execution, part, reuse_factor, ...) except those the backend declares in
+    ``not_measured`` (its ``options_not_measured``: e.g. a log level). An option given with
+    the backend's declared default value (``defaults``, its ``option_defaults``; compared as
+    strings) is dropped, so ``--option io_binding=0`` and no option share a key. Values are
+    strings, keys sorted.
+    """
+    skip = set(not_measured)
+    dflt = {str(k): str(v) for k, v in (defaults or {}).items()}
+    out = {}
+    for k, v in sorted((options or {}).items()):
+        k = str(k)
+        if k in skip or (k in dflt and str(v) == dflt[k]):
+            continue
+        out[k] = str(v)
+    return out
 
 
 def comparability_key(fields: dict) -> str:

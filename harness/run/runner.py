@@ -114,6 +114,7 @@ def run(opts: RunOptions, *, on_event: Callable[[str, dict], None] | None = None
     started = records.utcnow()
     fp = envmod.fingerprint()
     device = backend.device_name()
+    key_options = _key_options(backend, opts.backend_options)
     runtime_version = backend.runtime_version(runtime)
     header = {
         "schema_version": records.SCHEMA_VERSION,
@@ -139,7 +140,7 @@ def run(opts: RunOptions, *, on_event: Callable[[str, dict], None] | None = None
         for i, pc in enumerate(cases):
             emit("case_start", {"index": i, "case_id": pc.case_id})
             base = _identity(pc, device=device, runtime_version=runtime_version, threads=threads,
-                             simulated=bool(getattr(backend, "simulated", False)))
+                             simulated=bool(getattr(backend, "simulated", False)), options=key_options)
             art = artifacts.get((pc.model, pc.variant))
             if art is None:
                 art = _artifact(pc.model, pc.variant, opts.rebuild, emit)
@@ -157,7 +158,7 @@ def run(opts: RunOptions, *, on_event: Callable[[str, dict], None] | None = None
         interrupted = True
     for pc in cases[len(done):]:
         base = _identity(pc, device=device, runtime_version=runtime_version, threads=threads,
-                         simulated=bool(getattr(backend, "simulated", False)))
+                         simulated=bool(getattr(backend, "simulated", False)), options=key_options)
         done.append(_finish(base, None, {"status": "skipped", "reason": "interrupted (Ctrl-C) before this case ran"}))
     record = dict(header)
     record.update(finished_at=records.isoformat(records.utcnow()), interrupted=interrupted, cases=done)
@@ -196,9 +197,17 @@ def _artifact(model: str, variant: str, rebuild: bool, emit):
     return art
 
 
-def _identity(pc, *, device, runtime_version, threads, simulated) -> dict:
+def _identity(pc, *, device, runtime_version, threads, simulated, options=None) -> dict:
     return {**pc.as_dict(), "case_id": pc.case_id, "device": device, "runtime_version": runtime_version,
-            "threads": {"requested": threads}, "simulated": simulated}
+            "threads": {"requested": threads}, "simulated": simulated, "options": dict(options or {})}
+
+
+def _key_options(backend, options: dict | None) -> dict:
+    """The run's backend options that change what is measured (they go into every case's key)."""
+    from harness.env import measured_options
+
+    return measured_options(options, not_measured=getattr(backend, "options_not_measured", ()),
+                            defaults=getattr(backend, "option_defaults", None))
 
 
 def _finish(base: dict, art, result: dict) -> dict:
