@@ -52,13 +52,21 @@ SCENARIOS = ["single-stream", "offline", "server", "multi-stream"]
               metavar="US", help="server: dynamic batching, wait up to this many µs to fill a batch of --batch.")
 @click.option("--driver", type=click.Choice(["bench", "loadgen"]), default="bench", show_default=True,
               help="loadgen: also run each case under MLPerf LoadGen (package mlcommons-loadgen).")
+@click.option("--repeat", "repeat", type=Positive(int), default=None,
+              help="Measure each case in K fresh worker processes, interleaved round-robin over the cases; the "
+                   "headline and its CI then include the between-process noise. [default: the profile's]")
+@click.option("--profile", type=click.Choice(["quick", "nightly", "rigorous"]), default=None,
+              help="quick: 1 process per case (the default); nightly: 5 short processes; rigorous: 10 long ones. "
+                   "Explicit options win.")
+@click.option("--pin", default=None, metavar="CPUS",
+              help="Pin every worker to these CPUs, e.g. 2,3 or 2-5 (recorded with each case).")
 @click.option("--rebuild", is_flag=True, help="Rebuild model artifacts even when cached.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 @click.pass_context
 def command(ctx, suite, backend, runtime, scenarios, batches, min_time, max_time, min_iterations, target_ci,
             threads, case_timeout, out_dir, tags, backend_options, part, precision, reuse_factor, fit, models,
             input_shapes, target_qps, latency_bound, multistream_samples, concurrency, max_queue_delay, driver,
-            rebuild, quiet):
+            repeat, profile, pin, rebuild, quiet):
     """Run a suite on a backend: one isolated worker per case, a table, a record.
 
     Exit 0 when every case is ok, 1 when any case failed or is invalid, 2 on bad input.
@@ -80,6 +88,17 @@ def command(ctx, suite, backend, runtime, scenarios, batches, min_time, max_time
         raise BenchError("--input-shape is for your own models (--model FILE.onnx or package.module:factory)")
     if min_time is not None and max_time is not None and max_time < min_time:
         raise BenchError(f"--max-time {max_time} is smaller than --min-time {min_time}")
+    pin_cpus = None
+    if pin is not None:
+        import os
+
+        from harness.run.repeats import parse_cpus
+
+        try:
+            allowed = set(os.sched_getaffinity(0))
+        except AttributeError:
+            raise BenchError("--pin: CPU pinning is not supported on this platform") from None
+        pin_cpus = parse_cpus(pin, allowed)
     opts = RunOptions(
         suite=suite, backend=backend, runtime=runtime, scenarios=scenarios, batches=batches,
         models=list(models) or None, threads=threads, out_dir=out_dir, tags=parse_kv(tags),
@@ -95,6 +114,7 @@ def command(ctx, suite, backend, runtime, scenarios, batches, min_time, max_time
         scenario_options={"target_qps": target_qps, "latency_bound_ms": latency_bound,
                           "samples_per_query": multistream_samples, "concurrency": concurrency,
                           "max_queue_delay_us": max_queue_delay, "driver": driver},
+        repeat=repeat, profile=profile, pin=pin_cpus,
     )
     from rich.console import Console
 
@@ -165,6 +185,10 @@ class _Progress:
         from harness.cli.table import fmt_rate, fmt_time_ns
 
         if self.silent:
+            return
+        if kind == "system_warnings":
+            for w in data["warnings"]:
+                self.console.print(f"[yellow]noisy machine[/]: {w}", highlight=False)
             return
         if kind == "start":
             self.case_budget = float(data.get("case_budget_s") or 1.0)

@@ -31,11 +31,17 @@ __all__ = [
     "warm_up",
     "measure",
     "verdict",
+    "HEADLINE_Q",
 ]
 
 Clock = Callable[[], int]
 
 STOP_REASONS = ("converged", "max_time", "max_iterations")
+
+#: the headline percentile of each scenario (MLPerf): p90 single-stream, p99 multi-stream / server
+HEADLINE_Q = {"single-stream": 0.90, "multi-stream": 0.99, "server": 0.99}
+#: confidence of the early-stopping bound on the headline percentile (LoadGen's 99 %)
+EARLY_STOPPING_CONFIDENCE = 0.99
 
 # Stop-check schedule once min_time_s and min_iterations are met: the next check comes after
 # max(_CHECK_FRACTION x elapsed, _CHECK_MIN_NS, _CHECK_COST_FACTOR x cost of the last check),
@@ -328,7 +334,8 @@ def _pct(x: float) -> str:
 def verdict(stats: dict | None, stop_reason: str, settings: MeasureSettings, *,
             accuracy_passed: bool | None = None, min_samples: int | None = None,
             max_drift: float = 0.10, max_robust_cv: float | None = None, warn_cv: float = 0.10,
-            warn_robust_cv: float = 0.10) -> dict:
+            warn_robust_cv: float = 0.10, scenario: str | None = None, samples=None,
+            warmup_settled: bool | None = None) -> dict:
     """Is a measurement fit to report? ``{"valid": bool, "reasons": [...], "warnings": [...]}``.
 
     ``stats`` is :func:`harness.measure.stats.summarize` output. Each reason/warning is a stable
@@ -341,7 +348,15 @@ def verdict(stats: dict | None, stop_reason: str, settings: MeasureSettings, *,
       system changed during the run (thermal throttling, a competing load, unfinished warm-up);
     * ``unstable: robust CV`` — 1.4826 MAD / median > ``max_robust_cv``, only when a limit is
       given (default ``None``: no limit, see the warning below);
-    * ``accuracy_gate_failed`` — ``accuracy_passed is False`` (``None``: no gate, no opinion).
+    * ``accuracy_gate_failed`` — ``accuracy_passed is False`` (``None``: no gate, no opinion);
+    * ``headline_percentile`` — the scenario's headline percentile (:data:`HEADLINE_Q`: p90
+      single-stream, p99 multi-stream and server) is not pinned down: fewer samples than
+      MLPerf's early-stopping count for it (:func:`harness.stats.early_stopping_percentile`
+      at 99 %: 44 for p90, 459 for p99 — below that not even the maximum bounds the
+      percentile), or its CI (``p90_ci`` / ``p99_ci``) is undefined. Checked when ``scenario``
+      is given; ``samples`` (raw, for the early-stopping bound) are optional — without them
+      the count rule alone is applied. The result is under ``headline_percentile`` in the
+      returned dict (q, n, min_queries, the early-stopping upper bound, the CI).
 
     Warnings only (still valid):
 
@@ -356,7 +371,10 @@ def verdict(stats: dict | None, stop_reason: str, settings: MeasureSettings, *,
       in p90/p99 and the CV; what makes a *figure* untrustworthy is a median not pinned down
       (``ci_not_reached``) or a system that changed during the run (``unstable: drift``);
     * ``not_converged`` — stopped by max_time / max_iterations although no reason applies
-      (e.g. max_iterations hit before min_time_s).
+      (e.g. max_iterations hit before min_time_s);
+    * ``warmup_not_settled`` — ``warmup_settled is False``: warm-up hit ``warmup_max_time_s``
+      before two windows agreed, so the first measured iterations may still be warming up
+      (a drift reason follows when it shows).
     """
     if stop_reason not in STOP_REASONS:
         raise ValueError(f"stop_reason must be one of {STOP_REASONS}, got {stop_reason!r}")
@@ -387,6 +405,28 @@ def verdict(stats: dict | None, stop_reason: str, settings: MeasureSettings, *,
     c = stats.get("cv")
     if c is not None and c > warn_cv:
         warnings.append(f"high_variance: CV {_pct(c)} > {_pct(warn_cv)} (robust CV {_pct(rcv or 0.0)})")
+    head = None
+    q = HEADLINE_Q.get(scenario) if scenario else None
+    if q is not None:
+        from harness.measure.stats import early_stopping_min_queries, early_stopping_percentile
+
+        key = f"p{round(q * 100)}"
+        need_es = early_stopping_min_queries(0, q, EARLY_STOPPING_CONFIDENCE)
+        es = early_stopping_percentile(samples, q, EARLY_STOPPING_CONFIDENCE) if samples is not None and n else None
+        ci = stats.get(f"{key}_ci")
+        head = {"metric": key, "q": q, "n": n, "min_queries": need_es, "confidence": EARLY_STOPPING_CONFIDENCE,
+                "early_stopping_estimate": es["estimate"] if es else None, "ci": ci}
+        if n < need_es:
+            reasons.append(f"headline_percentile: {n} samples < {need_es} needed to bound the {key} "
+                           f"(early stopping at {EARLY_STOPPING_CONFIDENCE:.0%})")
+        elif ci is None:
+            reasons.append(f"headline_percentile: too few samples ({n}) for a {100 * conf:.0f}% CI of the {key}")
+    if warmup_settled is False:
+        warnings.append(f"warmup_not_settled: warm-up stopped at its cap ({settings.warmup_max_time_s:g} s) "
+                        "without settling")
     if stop_reason != "converged" and not reasons:
         warnings.append(f"not_converged: stopped by {stop_reason}")
-    return {"valid": not reasons, "reasons": reasons, "warnings": warnings}
+    out = {"valid": not reasons, "reasons": reasons, "warnings": warnings}
+    if head is not None:
+        out["headline_percentile"] = head
+    return out

@@ -39,6 +39,10 @@ class RunOptions:
     #: load-generator scenarios: target_qps, latency_bound_ms, samples_per_query, concurrency,
     #: max_queue_delay_us, driver ("bench" | "loadgen"); None values = defaults
     scenario_options: dict = field(default_factory=dict)
+    repeat: int | None = None  # worker processes per case (None: the profile's, 1 for quick)
+    profile: str | None = None  # quick | nightly | rigorous (harness.repeats.PROFILES)
+    pin: list[int] | None = None  # CPUs every worker is pinned to
+    system_check: bool = True  # take harness.run.syscheck's snapshot before the first case
 
 
 def default_threads() -> int:
@@ -84,6 +88,7 @@ def run(opts: RunOptions, *, on_event: Callable[[str, dict], None] | None = None
     from harness.run import env as envmod
     from harness.store import records
     from harness.plan import suite as suitemod
+    from harness.run import repeats as repeatsmod
     from harness.measure.timing import timer_overhead
 
     emit = on_event or (lambda kind, data: None)
@@ -96,7 +101,11 @@ def run(opts: RunOptions, *, on_event: Callable[[str, dict], None] | None = None
     _check_scenario_options(opts.scenario_options)
     threads = opts.threads or default_threads()
     timeout = opts.case_timeout_s or suite.case_timeout_s or DEFAULT_CASE_TIMEOUT_S
-    settings = build_settings(suite.measurement, opts.measurement)
+    prof = repeatsmod.profile(opts.profile)
+    k = int(opts.repeat or prof["repeat"])
+    if k < 1:
+        raise BenchError(f"--repeat must be >= 1, got {k}")
+    settings = build_settings({**suite.measurement, **prof["measurement"]}, opts.measurement)
     # the user's own models: validated and built up front, so a bad file is one line and exit 2
     user = byo.resolve(opts.user_models, opts.input_shapes, rebuild=opts.rebuild, emit=emit) \
         if opts.user_models else []
@@ -123,43 +132,87 @@ def run(opts: RunOptions, *, on_event: Callable[[str, dict], None] | None = None
         "bench": fp.get("bench") or {"version": _version(), "git_sha": None},
         "command": ["bench", *opts.argv],
         "suite": {"name": suite.name, "path": str(suite.path) if suite.path else None, "sha256": suite.sha256},
-        "settings": {**asdict(settings), "threads": threads, "case_timeout_s": float(timeout)},
+        "settings": {**asdict(settings), "threads": threads, "case_timeout_s": float(timeout), "repeat": k,
+                     "profile": opts.profile or "quick", "pin": list(opts.pin) if opts.pin else None,
+                     "schedule": "round-robin" if k > 1 else "sequential"},
         "tags": dict(opts.tags),
         "environment": fp,
         "timer": timer_overhead(),
         "backend": {"name": backend.name, "runtime": runtime, "runtime_version": runtime_version,
                     "device": backend.describe(), "simulated": bool(getattr(backend, "simulated", False))},
     }
+    if opts.system_check:
+        from harness.run import syscheck
+
+        header["system_check"] = syscheck.summary(syscheck.snapshot())
+        if header["system_check"]["warnings"]:
+            emit("system_warnings", {"warnings": header["system_check"]["warnings"]})
     journal = records.Journal(out_dir, header)
-    done: list[dict] = []
+    finished: dict[int, dict] = {}
+    partial: dict[int, list[dict]] = {}
+    bases: dict[int, dict] = {}
+    arts: dict[int, object] = {}
     interrupted = False
-    emit("start", {"n_cases": len(cases), "run_id": header["run_id"], "suite": suite.name,
+    emit("start", {"n_cases": len(cases), "run_id": header["run_id"], "suite": suite.name, "repeat": k,
                    "case_budget_s": settings.warmup_max_time_s + settings.max_time_s})
     artifacts: dict[tuple[str, str], object] = {(u.name, "fp32"): u.artifact for u in user}
+
+    def finish(i: int, case: dict) -> None:
+        journal.append(case)
+        finished[i] = case
+        emit("case_done", {"index": i, "case": case})
+
     try:
-        for i, pc in enumerate(cases):
-            emit("case_start", {"index": i, "case_id": pc.case_id})
-            base = _identity(pc, device=device, runtime_version=runtime_version, threads=threads,
-                             simulated=bool(getattr(backend, "simulated", False)), options=key_options)
-            art = artifacts.get((pc.model, pc.variant))
-            if art is None:
-                art = _artifact(pc.model, pc.variant, opts.rebuild, emit)
-                artifacts[(pc.model, pc.variant)] = art
-            if isinstance(art, MissingDependency):
-                case = _finish(base, None, {"status": "skipped", "reason": str(art)})
-            elif isinstance(art, BenchError):
-                case = _finish(base, None, {"status": "failed", "reason": f"artifact build failed: {art}"})
-            else:
-                case = _run_one(pc, base, art, backend, settings, threads, timeout, suite, opts)
-            journal.append(case)
-            done.append(case)
-            emit("case_done", {"index": i, "case": case})
+        # the worker runs in the planned order: round-robin over cases, one repeat at a time
+        for i, r in repeatsmod.schedule(len(cases), k):
+            if i in finished:  # skipped / failed before its last repeat
+                continue
+            pc = cases[i]
+            emit("case_start", {"index": i, "case_id": pc.case_id if k == 1 else f"{pc.case_id} [{r + 1}/{k}]",
+                                "repeat": r})
+            if r == 0:
+                bases[i] = _identity(pc, device=device, runtime_version=runtime_version, threads=threads,
+                                     simulated=bool(getattr(backend, "simulated", False)), options=key_options)
+                art = artifacts.get((pc.model, pc.variant))
+                if art is None:
+                    art = _artifact(pc.model, pc.variant, opts.rebuild, emit)
+                    artifacts[(pc.model, pc.variant)] = art
+                arts[i] = art
+                if isinstance(art, MissingDependency):
+                    finish(i, _finish(bases[i], None, {"status": "skipped", "reason": str(art)}))
+                    continue
+                if isinstance(art, BenchError):
+                    finish(i, _finish(bases[i], None, {"status": "failed", "reason": f"artifact build failed: {art}"}))
+                    continue
+            art = arts[i]
+            result = _measure_once(pc, art, backend, settings, threads, timeout, suite, opts, accuracy=r == 0)
+            if k == 1:
+                if result.get("status") != "failed":
+                    _carry_estimates(result)
+                finish(i, _finish(bases[i], art, result))
+                continue
+            journal.append_repeat(i, r, result)  # measured data is on disk at once
+            partial.setdefault(i, []).append(result)
+            measured = result.get("status") in ("ok", "invalid") and result.get("samples_ns")
+            if r == k - 1 or (r == 0 and not measured):  # done, or nothing to repeat (failed, unsupported)
+                finish(i, _combine(bases[i], art, partial.pop(i), pc, settings))
     except KeyboardInterrupt:
         interrupted = True
-    for pc in cases[len(done):]:
-        base = _identity(pc, device=device, runtime_version=runtime_version, threads=threads,
-                         simulated=bool(getattr(backend, "simulated", False)), options=key_options)
-        done.append(_finish(base, None, {"status": "skipped", "reason": "interrupted (Ctrl-C) before this case ran"}))
+    done: list[dict] = []
+    for i, pc in enumerate(cases):
+        if i in finished:
+            done.append(finished[i])
+        elif partial.get(i):  # interrupted between repeats: keep what was measured
+            case = _combine(bases[i], arts[i], partial[i], pc, settings)
+            note = f"interrupted after {len(partial[i])} of {k} repeats"
+            if isinstance(case.get("validity"), dict):
+                case["validity"].setdefault("warnings", []).append(note)
+            done.append(case)
+        else:
+            base = bases.get(i) or _identity(pc, device=device, runtime_version=runtime_version, threads=threads,
+                                             simulated=bool(getattr(backend, "simulated", False)), options=key_options)
+            done.append(_finish(base, None, {"status": "skipped",
+                                             "reason": "interrupted (Ctrl-C) before this case ran"}))
     record = dict(header)
     record.update(finished_at=records.isoformat(records.utcnow()), interrupted=interrupted, cases=done)
     path = records.write_record(record, out_dir)
@@ -204,7 +257,7 @@ def _identity(pc, *, device, runtime_version, threads, simulated, options=None) 
 
 def _key_options(backend, options: dict | None) -> dict:
     """The run's backend options that change what is measured (they go into every case's key)."""
-    from harness.env import measured_options
+    from harness.run.env import measured_options
 
     return measured_options(options, not_measured=getattr(backend, "options_not_measured", ()),
                             defaults=getattr(backend, "option_defaults", None))
@@ -227,7 +280,18 @@ def _finish(base: dict, art, result: dict) -> dict:
     return case
 
 
-def _run_one(pc, base, art, backend, settings, threads, timeout, suite, opts) -> dict:
+def _combine(base: dict, art, results: list[dict], pc, settings) -> dict:
+    """The case record from its repeats (harness.repeats.combine), identity and key around it."""
+    from harness.run.repeats import combine
+
+    result = combine(results, scenario=pc.scenario, batch=int(pc.batch), settings=settings)
+    if result.get("status") in ("ok", "invalid"):
+        _carry_estimates(result)
+    return _finish(base, art, result)
+
+
+def _measure_once(pc, art, backend, settings, threads, timeout, suite, opts, *, accuracy: bool = True) -> dict:
+    """One worker process measuring one case: the measured part of a case record (not yet keyed)."""
     from harness.run.worker import run_in_worker
 
     payload = {
@@ -243,10 +307,11 @@ def _run_one(pc, base, art, backend, settings, threads, timeout, suite, opts) ->
                         {"latency_bound_ms": _bound(suite, pc.model)})},
         # the parent resolved the backend; the worker loads that very class (no second discovery)
         "backend_ref": f"{type(backend).__module__}:{type(backend).__qualname__}",
+        "accuracy": bool(accuracy),
     }
     env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "OPENBLAS_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-    wr = run_in_worker("harness.run.case:run_case", payload, timeout_s=timeout, env=env)
+    wr = run_in_worker("harness.run.case:run_case", payload, timeout_s=timeout, env=env, cpus=opts.pin)
     worker = wr.to_record()
     if wr.ok and wr.result is not None:
         result = dict(wr.result)
@@ -258,9 +323,10 @@ def _run_one(pc, base, art, backend, settings, threads, timeout, suite, opts) ->
             result["threads"] = {"requested": threads,
                                  **{k: v for k, v in bi.items() if "thread" in k}}
         result["worker"] = worker
-        _carry_estimates(result)
-        return _finish(base, art, result)
-    return _finish(base, art, {"status": "failed", "reason": wr.reason or "worker failed", "worker": worker})
+        if opts.pin:
+            result["pinned_cpus"] = worker.get("cpus")
+        return result
+    return {"status": "failed", "reason": wr.reason or "worker failed", "worker": worker}
 
 
 def _check_scenario_options(o: dict) -> None:

@@ -68,6 +68,7 @@ _TAIL_LINE_CHARS = 1000
 _REASON_CHARS = 500
 
 _PARENT_PID_ENV = "BENCH_WORKER_PARENT_PID"
+_CPUS_ENV = "BENCH_WORKER_CPUS"
 _PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
@@ -91,13 +92,14 @@ class WorkerResult:
     wall_s: float
     timed_out: bool = False
     peak_rss_bytes: int | None = None
+    cpus: list[int] | None = None  #: the child's CPU affinity when it was pinned
 
     def to_record(self) -> dict:
         """The case record's ``"worker"`` field."""
         d = asdict(self)
         return {
             k: d[k]
-            for k in ("exit_code", "signal", "stderr_tail", "wall_s", "reason", "timed_out", "peak_rss_bytes")
+            for k in ("exit_code", "signal", "stderr_tail", "wall_s", "reason", "timed_out", "peak_rss_bytes", "cpus")
         }
 
 
@@ -114,6 +116,7 @@ def run_in_worker(
     env: Mapping[str, Any] | None = None,
     cwd: str | os.PathLike | None = None,
     kill_grace_s: float = 2.0,
+    cpus: "list[int] | None" = None,
 ) -> WorkerResult:
     """Run ``target(payload)`` in a fresh child process and report what happened.
 
@@ -127,6 +130,11 @@ def run_in_worker(
     Raises ValueError for a malformed ``target`` or a non-positive ``timeout_s`` and
     TypeError for a payload that is not JSON-serialisable (caller bugs); everything the
     child does is reported in the returned :class:`WorkerResult`.
+
+    ``cpus`` pins the child (and every thread it starts) to those CPU numbers: the child
+    calls ``os.sched_setaffinity`` first thing, before importing the target, and reports
+    the affinity it ended up with in ``WorkerResult.cpus``; a CPU it may not use fails the
+    worker with a one-line reason.
     """
     module, sep, attr = target.partition(":")
     if not sep or not module.strip() or not attr.strip():
@@ -145,7 +153,12 @@ def run_in_worker(
         log_path = os.path.join(tmpdir, "output.log")
         with open(job_path, "w", encoding="utf-8") as f:
             f.write(job_text)
-        return _run(job_path, result_path, log_path, _child_env(env), cwd, float(timeout_s), kill_grace_s)
+        child_env = _child_env(env)
+        if cpus:
+            child_env[_CPUS_ENV] = ",".join(str(int(c)) for c in cpus)
+        else:
+            child_env.pop(_CPUS_ENV, None)
+        return _run(job_path, result_path, log_path, child_env, cwd, float(timeout_s), kill_grace_s)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
 
@@ -268,15 +281,18 @@ def _classify(returncode, result_path, log_path, wall_s, timeout_s, timed_out) -
             data = None
 
     peak = None
+    cpus = None
     if isinstance(data, dict):
         rusage = data.pop("__rusage__", None)
         if isinstance(rusage, dict) and isinstance(rusage.get("peak_rss_bytes"), int):
             peak = rusage["peak_rss_bytes"]
+        if isinstance(rusage, dict) and isinstance(rusage.get("cpus"), list):
+            cpus = rusage["cpus"]
 
     def result(ok, res, reason):
         return WorkerResult(
             ok=ok, result=res, reason=reason, exit_code=exit_code, signal=signame,
-            stderr_tail=tail, wall_s=round(wall_s, 6), timed_out=timed_out, peak_rss_bytes=peak,
+            stderr_tail=tail, wall_s=round(wall_s, 6), timed_out=timed_out, peak_rss_bytes=peak, cpus=cpus,
         )
 
     if isinstance(data, dict) and "__error__" in data:
@@ -414,7 +430,34 @@ def _fail(result_path: str, exc: BaseException, reason: str | None, tb: str | No
     return 1
 
 
+def _pinned_cpus() -> list[int] | None:
+    if not os.environ.get(_CPUS_ENV):
+        return None
+    try:
+        return sorted(os.sched_getaffinity(0))  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        return None
+
+
+def _pin() -> None:
+    """Pin this process to the CPUs of ``BENCH_WORKER_CPUS`` (raises with one line if it cannot)."""
+    text = os.environ.get(_CPUS_ENV)
+    if not text:
+        return
+    cpus = {int(c) for c in text.split(",") if c.strip()}
+    try:
+        os.sched_setaffinity(0, cpus)  # type: ignore[attr-defined]
+    except AttributeError:
+        raise OSError("cannot pin CPUs on this platform (no sched_setaffinity)") from None
+    except OSError as exc:
+        raise OSError(f"cannot pin to CPUs {sorted(cpus)}: {exc.strerror or exc}") from None
+
+
 def _child(job_path: str, result_path: str) -> int:
+    try:
+        _pin()
+    except (OSError, ValueError) as exc:
+        return _fail(result_path, exc, _one_line(str(exc)))
     try:
         with open(job_path, encoding="utf-8") as f:
             job = json.load(f)
@@ -436,7 +479,7 @@ def _child(job_path: str, result_path: str) -> int:
         exc = TypeError(f"target {target!r} returned {type(out).__name__}, not a dict")
         return _fail(result_path, exc, _one_line(str(exc)), tb="TypeError: " + str(exc))
     out = dict(out)
-    out["__rusage__"] = {"peak_rss_bytes": _peak_rss_bytes()}
+    out["__rusage__"] = {"peak_rss_bytes": _peak_rss_bytes(), "cpus": _pinned_cpus()}
     try:
         text = json.dumps(out)
     except (TypeError, ValueError, RecursionError) as exc:

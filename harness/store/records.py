@@ -147,6 +147,15 @@ class Journal:
             fh.flush()
             os.fsync(fh.fileno())
 
+    def append_repeat(self, index: int, repeat: int, result: dict) -> None:
+        """One finished repeat of case ``index`` (``--repeat K``), before the case is combined:
+        what a process measured is on disk as soon as it ends (``read_journal`` skips these lines)."""
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"repeat": {"case_index": index, "repeat": repeat, "result": result}},
+                                default=_json_default) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
     def remove(self) -> None:
         try:
             self.path.unlink()
