@@ -75,6 +75,11 @@ DEFAULT_METRICS = ("p50", "p99", "throughput", "accuracy")
 #: same data should not move at all, so its default is tighter.
 DEFAULT_THRESHOLDS = {"*": 0.05, "accuracy": 0.01}
 
+#: between-process test (runs with repeats): p below this and the CI of the ratio excludes 1
+DEFAULT_REPEATS_ALPHA = 0.01
+#: per-repeat field of each metric's statistic (throughput: the repeat's mean latency, inverted)
+_REPEAT_FIELDS = {"p50": "p50", "p99": "p99", "throughput": "mean"}
+
 # Case verdicts, worst first (the order decides a case's overall verdict and the sort order).
 ERROR = "error"
 NO_BASELINE = "no baseline"
@@ -205,8 +210,15 @@ class Settings:
     min_history: int = DEFAULT_MIN_HISTORY  #: earlier runs of a case needed to know its run-to-run noise
     noise_k: float = DEFAULT_NOISE_K  #: a change must exceed this many run-to-run sigmas
     history_window: int = DEFAULT_HISTORY_WINDOW  #: at most this many earlier runs are used
+    #: significance level of the between-process test when both runs carry repeats
+    repeats_alpha: float = DEFAULT_REPEATS_ALPHA
 
     def describe_noise_rule(self) -> str:
+        rep = (f"; runs with repeats on both sides: between-process t-test p < {self.repeats_alpha:g} "
+               "(history, when present, pooled into the noise)")
+        return self._noise_rule() + rep
+
+    def _noise_rule(self) -> str:
         if self.assume_stable:
             return "run-to-run noise not checked (--assume-stable)"
         return (f"and beyond {self.noise_k:g} sigma of the run-to-run noise of >= {self.min_history} "
@@ -217,7 +229,7 @@ class Settings:
             "metrics": list(self.metrics), "alpha": self.alpha, "confidence": self.confidence,
             "n_boot": self.n_boot, "seed": self.seed, "min_samples": self.min_samples,
             "assume_stable": self.assume_stable, "min_history": self.min_history, "noise_k": self.noise_k,
-            "history_window": self.history_window,
+            "history_window": self.history_window, "repeats_alpha": self.repeats_alpha,
             "thresholds": {"default": self.thresholds.default, "suites": self.thresholds.suites,
                            "cases": [{"match": p, **r} for p, r in self.thresholds.cases]},
             "test": (f"significant: Mann-Whitney U p < {self.alpha:g} (p99: or tail test) and the "
@@ -226,7 +238,7 @@ class Settings:
 
 
 _CONFIG_KEYS = {"threshold", "metrics", "suites", "cases", "alpha", "confidence", "n_boot", "seed", "min_samples",
-                "assume_stable", "min_history", "noise_k"}
+                "assume_stable", "min_history", "noise_k", "repeats_alpha"}
 
 
 def _rule(obj: Any, where: str) -> dict[str, float]:
@@ -328,6 +340,7 @@ def make_settings(config: dict | None = None, *, threshold: str | None = None, m
         assume_stable=bool(assume_stable or config.get("assume_stable", False)),
         min_history=max(2, int(config.get("min_history", DEFAULT_MIN_HISTORY))),
         noise_k=float(config.get("noise_k", DEFAULT_NOISE_K)),
+        repeats_alpha=float(config.get("repeats_alpha", DEFAULT_REPEATS_ALPHA)),
     )
 
 
@@ -594,10 +607,71 @@ class RunHistory:
         return [float(x) for x in v.tail(self.window)]
 
 
+def repeat_values(case: dict, metric: str) -> list[float]:
+    """The per-process values of a timing metric of a case measured with ``--repeat`` (measured repeats only)."""
+    f = _REPEAT_FIELDS.get(metric)
+    out = []
+    for r in case.get("repeats") or []:
+        v = r.get(f) if f else None
+        if r.get("status") in OK_STATUSES and v is not None and v > 0:
+            out.append(float(v))
+    return out
+
+
+def _repeats_change(spec: MetricSpec, b: dict, n: dict, threshold: float, s: Settings,
+                    history: RunHistory | None) -> Change | None:
+    """A timing metric decided from the two runs' processes (both sides with >= 2 measured repeats).
+
+    :func:`harness.stats.repeats_test` on the per-process values (ln scale, pooled
+    between-process variance). The history of the case, when it has ``min_history`` runs,
+    adds its run-to-run variance: a run's headline has variance sigma_r^2, which on the
+    per-process scale of the test is sigma_r^2 K (K the harmonic mean of the two repeat
+    counts), pooled with N - 1 degrees of freedom.
+    """
+    from harness.stats import repeats_test
+
+    vb, vn = repeat_values(b, spec.name), repeat_values(n, spec.name)
+    if len(vb) < 2 or len(vn) < 2:
+        return None
+    extra_sigma, extra_dof, hist_n = None, 0, 0
+    if history is not None:
+        values = history.values(n.get("key") or b.get("key"), spec.name)
+        if len(values) >= s.min_history:
+            from harness.changes import run_to_run_noise
+
+            k_eff = 2.0 / (1.0 / len(vb) + 1.0 / len(vn))
+            extra_sigma, extra_dof, hist_n = run_to_run_noise(values) * math.sqrt(k_eff), len(values) - 1, len(values)
+    if spec.name == "throughput":  # per-repeat mean latency; throughput is its inverse
+        t = repeats_test(vn, vb, confidence=s.confidence, extra_sigma=extra_sigma, extra_dof=extra_dof)
+    else:
+        t = repeats_test(vb, vn, confidence=s.confidence, extra_sigma=extra_sigma, extra_dof=extra_dof)
+    ratio, ci, p = t["ratio"], t["ci"], t["p_value"]
+    sig = (p is not None and math.isfinite(p) and p < s.repeats_alpha and math.isfinite(ci[0])
+           and (ci[0] > 1 or ci[1] < 1))
+    nb, nn = len(_samples(b) or []), len(_samples(n) or [])
+    verdict, reason, beyond = judge(ratio, significant=sig, threshold=threshold, better=spec.better,
+                                    n_base=nb or None, n_new=nn or None, min_samples=s.min_samples)
+    if verdict == INCONCLUSIVE and reason.startswith("beyond"):
+        reason = (f"{reason} between processes (p={p:.2g}, {s.confidence:.0%} CI {ci[0]:.3f}..{ci[1]:.3f}, "
+                  f"process noise {100 * t['sigma']:.1f}%)")
+    if spec.name == "throughput":
+        base_v, new_v = _throughput_value(b), _throughput_value(n)
+    else:
+        base_v, new_v = (b.get("latency_ns") or {}).get(spec.name), (n.get("latency_ns") or {}).get(spec.name)
+    ch = Change(spec.name, spec.better, base_v, new_v, ratio, tuple(ci), p, threshold, nb, nn, sig, beyond,
+                verdict, reason)
+    ch.extra["repeats"] = {"k_base": t["k_base"], "k_new": t["k_new"], "sigma": t["sigma"], "dof": t["dof"],
+                           "history_runs": hist_n, "test": "t-test on ln per-process values",
+                           "alpha": s.repeats_alpha}
+    return ch
+
+
 def _apply_run_noise(res: CaseResult, n: dict, settings: Settings, history: RunHistory | None) -> None:
     """Downgrade a timing regression / improvement that the run-to-run noise could explain."""
     for ch in res.changes:
         if ch.metric not in _HISTORY_COLUMNS or ch.verdict not in (REGRESSION, IMPROVEMENT):
+            continue
+        if "repeats" in ch.extra:  # decided between processes; the history is already pooled in
             continue
         values = history.values(res.key, ch.metric) if history is not None else []
         new_value = _recorded(n, ch.metric)
@@ -639,10 +713,12 @@ def compare_cases(b: dict, n: dict, settings: Settings, suite: str | None = None
     for m in settings.metrics:
         spec = METRICS[m]
         th = settings.thresholds.get(m, case_id=case_id or "", key=key or "", suite=suite)
-        if m in ("p50", "p99"):
-            ch = None if simulated else _latency_change(spec, b, n, th, settings)
-        elif m == "throughput":
-            ch = None if simulated else _throughput_change(spec, b, n, th, settings)
+        if m in ("p50", "p99", "throughput") and not simulated:
+            ch = _repeats_change(spec, b, n, th, settings, history)
+            if ch is None:
+                ch = (_latency_change if m != "throughput" else _throughput_change)(spec, b, n, th, settings)
+        elif m in ("p50", "p99", "throughput"):
+            ch = None
         else:
             ch = _accuracy_change(spec, b, n, th, settings)
         if ch is not None:
@@ -655,6 +731,8 @@ def compare_cases(b: dict, n: dict, settings: Settings, suite: str | None = None
                         for side, c in invalid)
         for ch in res.changes:
             if ch.verdict in (REGRESSION, IMPROVEMENT) and ch.metric != "accuracy":
+                if "repeats" in ch.extra and all(_only_repeat_reasons(c) for _, c in invalid):
+                    continue  # imprecise single processes: their scatter is what the between-process test used
                 ch.verdict, ch.reason = INCONCLUSIVE, why
         res.reason = why
     if simulated:
@@ -668,6 +746,11 @@ def compare_cases(b: dict, n: dict, settings: Settings, suite: str | None = None
         bad = [c for c in res.changes if c.verdict == res.verdict and c.reason]
         res.reason = bad[0].reason if bad and res.verdict != UNCHANGED else ""
     return res
+
+
+def _only_repeat_reasons(case: dict) -> bool:
+    reasons = (case.get("validity") or {}).get("reasons") or []
+    return bool(reasons) and all(str(r).startswith("repeats_invalid") for r in reasons)
 
 
 def compare_records(base: dict, new: dict, settings: Settings | None = None, *, base_path=None,

@@ -172,7 +172,8 @@ def combine(results: list[dict], *, scenario: str, batch: int, settings, seed: i
     valid_reps = [i for i, r in measured if (r.get("validity") or {}).get("valid")]
     bad = [(i, r) for i, r in measured if i not in valid_reps]
     if 2 * len(valid_reps) <= len(measured):
-        why = "; ".join((r.get("validity") or {}).get("reasons") or [r.get("reason") or "?"] for _, r in bad[:1])[:300]
+        _, r0 = bad[0]
+        why = "; ".join((r0.get("validity") or {}).get("reasons") or [r0.get("reason") or "?"])[:300]
         v["reasons"].append(f"repeats_invalid: {len(bad)} of {len(measured)} measured repeats invalid ({why})")
     for i, r in bad:
         v["warnings"].append(f"repeat {i + 1}: invalid: {'; '.join((r.get('validity') or {}).get('reasons') or [])}")
