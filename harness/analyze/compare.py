@@ -651,9 +651,15 @@ def _repeats_change(spec: MetricSpec, b: dict, n: dict, threshold: float, s: Set
     nb, nn = len(_samples(b) or []), len(_samples(n) or [])
     verdict, reason, beyond = judge(ratio, significant=sig, threshold=threshold, better=spec.better,
                                     n_base=nb or None, n_new=nn or None, min_samples=s.min_samples)
+    mde = None
+    if math.isfinite(ci[0]) and ci[0] > 0:
+        mde = math.sqrt(ci[1] / ci[0]) - 1.0  # half-width of the CI on the ratio scale: the smallest visible change
     if verdict == INCONCLUSIVE and reason.startswith("beyond"):
-        reason = (f"{reason} between processes (p={p:.2g}, {s.confidence:.0%} CI {ci[0]:.3f}..{ci[1]:.3f}, "
-                  f"process noise {100 * t['sigma']:.1f}%)")
+        # two runs with repeats decide: a change their processes cannot tell from noise is no change
+        verdict = UNCHANGED
+        reason = (f"not significant between processes (p={p:.2g}, {s.confidence:.0%} CI {ci[0]:.3f}..{ci[1]:.3f}; "
+                  f"process noise {100 * t['sigma']:.1f}%: changes below about {100 * (mde or 0):.0f}% are not "
+                  "visible with these repeats)")
     if spec.name == "throughput":
         base_v, new_v = _throughput_value(b), _throughput_value(n)
     else:
@@ -661,6 +667,7 @@ def _repeats_change(spec: MetricSpec, b: dict, n: dict, threshold: float, s: Set
     ch = Change(spec.name, spec.better, base_v, new_v, ratio, tuple(ci), p, threshold, nb, nn, sig, beyond,
                 verdict, reason)
     ch.extra["repeats"] = {"k_base": t["k_base"], "k_new": t["k_new"], "sigma": t["sigma"], "dof": t["dof"],
+                           "detectable_change": mde,
                            "history_runs": hist_n, "test": "t-test on ln per-process values",
                            "alpha": s.repeats_alpha}
     return ch
