@@ -65,6 +65,7 @@ def _result(rng, level, *, n=600, status="ok", valid=True, settled=True, sigma=0
             "attempts": [], "validity": {"valid": valid, "reasons": [] if valid else ["ci_not_reached: x"],
                                          "warnings": []},
             "accuracy": {"metric": "top1", "value": 0.97, "passed": True, "n_samples": 360},
+            "throughput": {"samples_per_s": 1e9 / st["mean"], "queries_per_s": 1e9 / st["mean"]},
             "memory": {"peak_rss_bytes": 100}, "worker": {"wall_s": 1.0}}
 
 
@@ -221,6 +222,7 @@ def slower_copy(record, factor):
         for r in c.get("repeats") or []:
             for k in ("p50", "p90", "p99", "mean"):
                 r[k] = r[k] * factor
+            r["throughput"] = r["throughput"] / factor
         c["throughput"] = {k: v / factor for k, v in c["throughput"].items()}
     return out
 

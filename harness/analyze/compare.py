@@ -77,8 +77,8 @@ DEFAULT_THRESHOLDS = {"*": 0.05, "accuracy": 0.01}
 
 #: between-process test (runs with repeats): p below this and the CI of the ratio excludes 1
 DEFAULT_REPEATS_ALPHA = 0.01
-#: per-repeat field of each metric's statistic (throughput: the repeat's mean latency, inverted)
-_REPEAT_FIELDS = {"p50": "p50", "p99": "p99", "throughput": "mean"}
+#: per-repeat field of each metric's statistic (throughput: the repeat's samples/s)
+_REPEAT_FIELDS = {"p50": "p50", "p99": "p99", "throughput": "throughput"}
 
 # Case verdicts, worst first (the order decides a case's overall verdict and the sort order).
 ERROR = "error"
@@ -641,10 +641,7 @@ def _repeats_change(spec: MetricSpec, b: dict, n: dict, threshold: float, s: Set
 
             k_eff = 2.0 / (1.0 / len(vb) + 1.0 / len(vn))
             extra_sigma, extra_dof, hist_n = run_to_run_noise(values) * math.sqrt(k_eff), len(values) - 1, len(values)
-    if spec.name == "throughput":  # per-repeat mean latency; throughput is its inverse
-        t = repeats_test(vn, vb, confidence=s.confidence, extra_sigma=extra_sigma, extra_dof=extra_dof)
-    else:
-        t = repeats_test(vb, vn, confidence=s.confidence, extra_sigma=extra_sigma, extra_dof=extra_dof)
+    t = repeats_test(vb, vn, confidence=s.confidence, extra_sigma=extra_sigma, extra_dof=extra_dof)
     ratio, ci, p = t["ratio"], t["ci"], t["p_value"]
     sig = (p is not None and math.isfinite(p) and p < s.repeats_alpha and math.isfinite(ci[0])
            and (ci[0] > 1 or ci[1] < 1))

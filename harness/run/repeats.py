@@ -95,6 +95,8 @@ def _repeat_summary(index: int, r: dict) -> dict:
         "stop_reason": r.get("stop_reason"), "iterations": r.get("iterations"), "duration_s": r.get("duration_s"),
         "warmup": {k: wu.get(k) for k in ("settled", "iterations", "duration_s") if k in wu},
         "attempts": len(r.get("attempts") or []),
+        "throughput": (r.get("throughput") or {}).get("samples_per_s"),
+        "headline": (r.get("headline") or {}).get("value"),
         "wall_s": w.get("wall_s"), "peak_rss_bytes": (r.get("memory") or {}).get("peak_rss_bytes"),
         "cpus": w.get("cpus"),
         "validity": r.get("validity"),
@@ -121,9 +123,9 @@ def combine(results: list[dict], *, scenario: str, batch: int, settings, seed: i
 
     All repeats failed: the first failure is returned (with how many failed).
     """
-    from harness.run.case import headline
-    from harness.measure.timing import verdict
     from harness.measure.stats import nested_bootstrap, summarize
+    from harness.measure.timing import HEADLINE_Q, verdict
+    from harness.run.case import GENERATOR_SCENARIOS, headline
 
     k = len(results)
     measured = [(i, r) for i, r in enumerate(results) if r.get("status") in ("ok", "invalid") and r.get("samples_ns")]
@@ -154,18 +156,40 @@ def combine(results: list[dict], *, scenario: str, batch: int, settings, seed: i
     drifts = [r["latency_ns"].get("drift") for _, r in measured if r["latency_ns"].get("drift") is not None]
     stats["drift"] = max(drifts, key=abs) if drifts else None
 
-    mean_s = stats["mean"] / 1e9
-    throughput = {"samples_per_s": batch / mean_s, "queries_per_s": 1.0 / mean_s}
-    head_q = 0.9 if scenario == "single-stream" else 0.99
-    between = {"p50": _components(boots[0.5])}
-    if head_q != 0.5:
-        between[f"p{round(head_q * 100)}"] = _components(boots[head_q])
-
     first = measured[0][1]
+    between = {"p50": _components(boots[0.5])}
+    head_q = HEADLINE_Q.get(scenario)
+    if head_q is not None:
+        between[f"p{round(head_q * 100)}"] = _components(boots[head_q])
+    if scenario in GENERATOR_SCENARIOS:
+        # the load generator's figures (wall-clock samples/s, peak QPS) are per process: their mean,
+        # and their scatter over the processes (no within-process estimate: within_var = 0)
+        from harness.measure.stats import variance_components
+
+        def mean_of(get):
+            vals = [get(r) for _, r in measured]
+            vals = [float(v) for v in vals if v is not None]
+            return (sum(vals) / len(vals), vals) if vals else (None, [])
+
+        tp, _ = mean_of(lambda r: (r.get("throughput") or {}).get("samples_per_s"))
+        qp, _ = mean_of(lambda r: (r.get("throughput") or {}).get("queries_per_s"))
+        throughput = {"samples_per_s": tp, "queries_per_s": qp}
+        hv, hvals = mean_of(lambda r: (r.get("headline") or {}).get("value"))
+        head = dict(first.get("headline") or {}, value=hv)
+        if len(hvals) >= 1:
+            c = variance_components(hvals, [0.0] * len(hvals))
+            between["headline"] = {"k": c["k"], "between_cv": c["observed_cv"], "within_cv": None,
+                                   "observed_cv": c["observed_cv"], "between_share": None, "per_repeat": hvals}
+    else:
+        mean_s = stats["mean"] / 1e9
+        throughput = {"samples_per_s": batch / mean_s, "queries_per_s": 1.0 / mean_s}
+        head = headline(scenario, stats, throughput)
+
     accuracy = next((r.get("accuracy") for _, r in measured if r.get("accuracy")), None)
     acc_passed = None if accuracy is None else accuracy.get("passed")
     settled = [bool((r.get("warmup") or {}).get("settled")) for _, r in measured]
-    v = verdict(stats, "converged", settings, accuracy_passed=acc_passed, scenario=scenario,
+    v = verdict(stats, "converged", settings, accuracy_passed=acc_passed,
+                scenario=None if scenario in GENERATOR_SCENARIOS else scenario,
                 warmup_settled=all(settled), samples=pooled)
     # per-repeat validity replaces the pooled stability rules (drift across a concatenation
     # of processes means nothing; each repeat was judged on its own)
@@ -197,7 +221,7 @@ def combine(results: list[dict], *, scenario: str, batch: int, settings, seed: i
         "reason": None if v["valid"] else "; ".join(v["reasons"]),
         "latency_ns": stats,
         "throughput": throughput,
-        "headline": headline(scenario, stats, throughput),
+        "headline": head,
         "samples_ns": [int(s) for s in pooled],
         "iterations": sum(int(r.get("iterations") or 0) for _, r in measured),
         "duration_s": sum(float(r.get("duration_s") or 0.0) for _, r in measured),
