@@ -112,7 +112,7 @@ class Backend:
     simulated: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     #: ``--option`` names that do NOT change what is measured (kept out of the comparability
-    #: key); every other option is part of the key (harness.env.measured_options)
+    #: key); every other option is part of the key (harness.run.env.measured_options)
     options_not_measured: ClassVar[tuple[str, ...]] = ()
     #: the value each option has when not given: giving it explicitly keeps the same key
     option_defaults: ClassVar[dict[str, str]] = {}

@@ -10,11 +10,11 @@ import os
 import numpy as np
 import pytest
 
-from harness import repeats as R
-from harness.compare import compare_records, make_settings
+from harness.run import repeats as R
+from harness.analyze.compare import compare_records, make_settings
 from harness.errors import BenchError
-from harness.measure import MeasureSettings, verdict
-from harness.stats import summarize
+from harness.measure.timing import MeasureSettings, verdict
+from harness.measure.stats import summarize
 from tests.synth import make_case, make_record
 
 
@@ -44,7 +44,7 @@ def test_profiles_and_pin_parsing():
 
 
 def test_worker_is_pinned_and_reports_its_cpus():
-    from harness.worker import run_in_worker
+    from harness.run.worker import run_in_worker
 
     cpu = min(os.sched_getaffinity(0))
     res = run_in_worker("tests.worker_targets:echo", {"x": 1}, timeout_s=60, cpus=[cpu])
@@ -84,7 +84,7 @@ def test_combine_uses_the_nested_bootstrap_and_keeps_each_repeat():
     assert 0.01 < bp["p50"]["between_cv"] < 0.05 and bp["p50"]["between_share"] > 0.8
     assert out["status"] == "ok" and out["headline"]["metric"] == "p90_latency"
     assert out["throughput"]["samples_per_s"] == pytest.approx(1e9 / lat["mean"])
-    from harness.records import validation_errors  # the combined case is schema-valid
+    from harness.store.records import validation_errors  # the combined case is schema-valid
 
     case = make_case()
     case.update(out)
@@ -152,7 +152,7 @@ def test_unsettled_warmup_is_reported():
 # ---------------------------------------------------------------- options in the key: never matched
 
 def _keyed_case(options):
-    from harness.runner import _finish
+    from harness.run.runner import _finish
 
     class PC:
         case_id = "m/fp32/cpu-onnxruntime/single-stream/b1"
@@ -161,7 +161,7 @@ def _keyed_case(options):
             return {"model": "m", "variant": "fp32", "backend": "cpu", "runtime": "onnxruntime",
                     "precision": "fp32", "batch": 1, "scenario": "single-stream"}
 
-    from harness.runner import _identity
+    from harness.run.runner import _identity
 
     base = _identity(PC(), device="cpu-x", runtime_version="1.0", threads=1, simulated=False, options=options)
     measured = make_case(seed=3)
@@ -173,8 +173,8 @@ def _keyed_case(options):
 @pytest.mark.parametrize("option", ["io_binding", "compile", "cuda_graphs", "amp", "tf32", "tensorrt",
                                     "jit_compile", "steps_per_execution"])
 def test_runs_differing_only_in_a_measured_option_never_match(option):
-    from harness.plugins import get_backend
-    from harness.runner import _key_options
+    from harness.plan.plugins import get_backend
+    from harness.run.runner import _key_options
 
     cpu = get_backend("cpu")
     plain = _keyed_case(_key_options(cpu, {}))
@@ -187,7 +187,7 @@ def test_runs_differing_only_in_a_measured_option_never_match(option):
 
 
 def test_option_declared_not_measured_keeps_the_key():
-    from harness.runner import _key_options
+    from harness.run.runner import _key_options
 
     class Quiet:
         options_not_measured = ("log_level",)

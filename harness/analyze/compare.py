@@ -622,13 +622,13 @@ def _repeats_change(spec: MetricSpec, b: dict, n: dict, threshold: float, s: Set
                     history: RunHistory | None) -> Change | None:
     """A timing metric decided from the two runs' processes (both sides with >= 2 measured repeats).
 
-    :func:`harness.stats.repeats_test` on the per-process values (ln scale, pooled
+    :func:`harness.measure.stats.repeats_test` on the per-process values (ln scale, pooled
     between-process variance). The history of the case, when it has ``min_history`` runs,
     adds its run-to-run variance: a run's headline has variance sigma_r^2, which on the
     per-process scale of the test is sigma_r^2 K (K the harmonic mean of the two repeat
     counts), pooled with N - 1 degrees of freedom.
     """
-    from harness.stats import repeats_test
+    from harness.measure.stats import repeats_test
 
     vb, vn = repeat_values(b, spec.name), repeat_values(n, spec.name)
     if len(vb) < 2 or len(vn) < 2:
@@ -637,7 +637,7 @@ def _repeats_change(spec: MetricSpec, b: dict, n: dict, threshold: float, s: Set
     if history is not None:
         values = history.values(n.get("key") or b.get("key"), spec.name)
         if len(values) >= s.min_history:
-            from harness.changes import run_to_run_noise
+            from harness.analyze.changes import run_to_run_noise
 
             k_eff = 2.0 / (1.0 / len(vb) + 1.0 / len(vn))
             extra_sigma, extra_dof, hist_n = run_to_run_noise(values) * math.sqrt(k_eff), len(values) - 1, len(values)

@@ -351,7 +351,7 @@ def verdict(stats: dict | None, stop_reason: str, settings: MeasureSettings, *,
     * ``accuracy_gate_failed`` — ``accuracy_passed is False`` (``None``: no gate, no opinion);
     * ``headline_percentile`` — the scenario's headline percentile (:data:`HEADLINE_Q`: p90
       single-stream, p99 multi-stream and server) is not pinned down: fewer samples than
-      MLPerf's early-stopping count for it (:func:`harness.stats.early_stopping_percentile`
+      MLPerf's early-stopping count for it (:func:`harness.measure.stats.early_stopping_percentile`
       at 99 %: 44 for p90, 459 for p99 — below that not even the maximum bounds the
       percentile), or its CI (``p90_ci`` / ``p99_ci``) is undefined. Checked when ``scenario``
       is given; ``samples`` (raw, for the early-stopping bound) are optional — without them

@@ -8,9 +8,9 @@ gets the interleaving: slow drift of the machine (another tenant, heat, a clock 
 then lands on every case alike instead of on whichever case happened to run last.
 
 :func:`combine` keeps each repeat's summary (``repeats``), takes the headline percentiles
-and their CIs from the nested two-level bootstrap of :func:`harness.stats.nested_bootstrap`
+and their CIs from the nested two-level bootstrap of :func:`harness.measure.stats.nested_bootstrap`
 (processes, then the samples within each), and records the between-process share of the
-variance (``between_process``). The pure maths lives in :mod:`harness.stats`.
+variance (``between_process``). The pure maths lives in :mod:`harness.measure.stats`.
 
 Profiles (``--profile``) set K and the measuring windows; explicit options win over them.
 """
@@ -111,12 +111,12 @@ def combine(results: list[dict], *, scenario: str, batch: int, settings, seed: i
     """One case's measured part from its K repeat results (each what ``run_case`` returned).
 
     * ``samples_ns``: every repeat's samples, repeat after repeat (each in time order);
-    * ``latency_ns``: :func:`harness.stats.summarize` of those, except p50 / p90 / p99 and
+    * ``latency_ns``: :func:`harness.measure.stats.summarize` of those, except p50 / p90 / p99 and
       their CIs, the mean and ``ci_rel_halfwidth``, which come from the nested bootstrap
       (mean of the per-process values; ``ci_method = "nested_bootstrap"``), ``drift`` (the
       largest per-repeat drift) and ``n_eff`` (summed);
     * ``repeats``: each repeat's summary; ``between_process``: the variance components of
-      p50 and of the headline percentile (:func:`harness.stats.variance_components`);
+      p50 and of the headline percentile (:func:`harness.measure.stats.variance_components`);
     * validity: invalid when no more than half of the measured repeats are valid, or the
       accuracy gate failed; an invalid minority, a failed repeat, warm-up that did not
       settle and a between-process CI wider than ``target_ci`` are warnings.
