@@ -737,6 +737,7 @@ class TorchCudaSession(Session):
         index = int(options.get("device", 0))
         self._index = index
         self._cuda.set_device(index)  # first: events, streams, graphs and queries below refer to device N
+        self._tid = threading.get_ident()  # the current device is per host thread (see run())
         self._dev = device if device is not None else torch.device("cuda", index)
         self._batch = batch
         self._names = [i["name"] for i in inputs_meta]
@@ -884,6 +885,9 @@ class TorchCudaSession(Session):
     def run(self, inputs):
         torch = self._torch
         arrays = [inputs[n] for n in self._names] if set(self._names) <= set(inputs) else list(inputs.values())
+        if threading.get_ident() != self._tid:  # called from another thread (the load generator's workers):
+            self._cuda.set_device(self._index)  # CUDA's current device is per thread, device N there too
+            self._tid = threading.get_ident()
         s = self._stream
         ev = self._ring.take() if self._ring is not None else None
         if ev:

@@ -6,7 +6,7 @@
 ``compare`` (needs a CUDA GPU and a CUDA build of torch):
   A. bench: the cuda backend's torch session (``CUDABackend().prepare``), driven by the very step
      the worker uses (``run``; no synchronize: the blocking copy completes the call) inside
-     ``harness.measure.measure``: its p50 is the case's ``latency_ns`` p50 (end to end, host);
+     ``harness.measure.timing.measure``: its p50 is the case's ``latency_ns`` p50 (end to end, host);
      the session's CUDA-event total p50 is bench's device figure.
   B. by hand: the artifact's torch module on ``cuda:N`` in eval/inference mode, two events made
      once, per call ``e0.record(); y = model(x.to(dev)); out = y.cpu(); e1.record()`` with
@@ -109,8 +109,8 @@ def cuda_blocks(model: str, batch: int, device: int):  # pragma: no cover - need
     import torch
 
     from backends.cuda import CUDABackend
-    from harness.case import input_pool
-    from harness.measure import MeasureSettings, measure, warm_up
+    from harness.run.case import input_pool
+    from harness.measure.timing import MeasureSettings, measure, warm_up
     from suites.build import artifact_for
 
     art, _ = artifact_for(model)

@@ -2,7 +2,7 @@
 tensors that are not host arrays.
 
 What it models (and so what a session bug trips over):
-- devices 0..n-1, a current device (``set_device``), one default stream per device plus
+- devices 0..n-1, a current device per host thread (``set_device``), one default stream per device plus
   side streams; every stream op is logged per device (``FakeCuda.log[d]``);
 - a device clock per device, advanced by each op enqueued on it (kernels: ``kernel_ns``;
   copies: bytes / ``copy_bytes_per_ns``); ``FakeEvent.record`` stamps the device clock of
@@ -22,6 +22,7 @@ replay re-runs nothing (tests of graphs check ordering and devices only).
 from __future__ import annotations
 
 import contextlib
+import threading
 from types import SimpleNamespace
 
 import torch
@@ -62,7 +63,7 @@ class FakeCuda:
 
     def __init__(self, n: int = 2, *, bf16=(True, True), kernel_ns: int = 5_000, copy_bytes_per_ns: float = 10.0):
         self.n = n
-        self.current = 0
+        self._tls = threading.local()  # the current device is per host thread, as in CUDA
         self.clock = [0] * n
         self.done = [0] * n  # device time up to which work is known complete on the host
         self.log: list[list] = [[] for _ in range(n)]
@@ -102,6 +103,14 @@ class FakeCuda:
         self.CUDAGraph = CUDAGraph
 
     # -- device selection
+    @property
+    def current(self) -> int:
+        return getattr(self._tls, "device", 0)
+
+    @current.setter
+    def current(self, d: int) -> None:
+        self._tls.device = d
+
     def set_device(self, d):
         d = int(getattr(d, "index", d) or 0)
         if not 0 <= d < self.n:

@@ -534,6 +534,33 @@ def test_device_option_sets_the_device_before_events_streams_and_graphs(torch_ml
     assert fake2.log[0] == [] and g._graph is not None
 
 
+def test_run_from_another_thread_stays_on_the_selected_device(torch_mlp):
+    """The load generator calls run() from its worker threads; CUDA's current device is per
+    thread, so device N must be made current there too."""
+    import threading
+
+    from tests.fake_cuda import FakeCuda
+
+    t = torch_mlp
+    fake = FakeCuda(2)
+    s = _torch_session(t, options={"device": 1}, cuda=fake)
+    errors = []
+
+    def worker():
+        try:
+            with fake.mode():
+                for _ in range(3):
+                    s.run({"input": t.x})
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    th = threading.Thread(target=worker)
+    th.start()
+    th.join()
+    assert errors == [] and fake.log[0] == [] and fake.ops_on(1).count("d2h") == 3
+    assert fake.calls.count(("set_device", 1)) == 2  # at prepare, and once in the worker thread
+
+
 def test_bf16_is_asked_of_the_selected_device(torch_mlp):
     from tests.fake_cuda import FakeCuda
 
