@@ -112,7 +112,7 @@ def write_tools(work: Path, model: Path, width: int) -> dict[str, Path]:
 
 def invoke(tool: str, model: Path, files: dict[str, Path], work: Path, i: int) -> float:
     """Run one invocation; return its figure (ns per call)."""
-    out = work / f"{tool}-{i}"
+    out = work / f"{model.stem}-{tool}-{i}"  # pyperf refuses to overwrite; bench reads the one record there
     if tool == "bench":
         proc = subprocess.run([sys.executable, "-m", "harness", "run", "--model", str(model), "--scenario", "single-stream",
                                "--threads", "1", "--profile", "nightly", "-q", "--out", str(out)],
@@ -127,7 +127,7 @@ def invoke(tool: str, model: Path, files: dict[str, Path], work: Path, i: int) -
         proc = subprocess.run([sys.executable, str(files["pyperf"]), "--quiet", "-o", str(res)], env=ENV,
                               capture_output=True, text=True)
         if proc.returncode:
-            raise RuntimeError(f"pyperf failed: {proc.stderr[-500:]}")
+            raise RuntimeError(f"pyperf failed: {(proc.stdout + proc.stderr)[-500:]}")
         import pyperf
 
         return statistics.median(pyperf.Benchmark.load(str(res)).get_values()) * 1e9
