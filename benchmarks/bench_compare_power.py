@@ -42,9 +42,9 @@ def _record(values, run):
     return {"run_id": f"sim-{run}", "environment": {"machine_id": "m"}, "cases": [case]}
 
 
-def rates(sigma: float, k: int, d: float, trials: int, rng) -> tuple[float, float]:
+def rates(sigma: float, k: int, d: float, trials: int, rng, threshold: str = "5%") -> tuple[float, float]:
     """(share called regression, share not called unchanged)."""
-    settings = make_settings(metrics=["p50"])
+    settings = make_settings(metrics=["p50"], threshold=threshold)
     reg = other = 0
     for t in range(trials):
         b = 1e5 * np.exp(sigma * rng.standard_normal(k))
@@ -76,6 +76,8 @@ def main(argv=None) -> int:
     ap.add_argument("--records", default=None, help="directory of --repeat records to take sigma from")
     ap.add_argument("--k", default="3,5,10")
     ap.add_argument("--sigma", default="0.01,0.02,0.05,0.10,0.25")
+    ap.add_argument("--threshold", default="5%", help="compare's threshold (a 5 %% slowdown at a 5 %% threshold "
+                                                     "is found at most half the time by construction)")
     args = ap.parse_args(argv)
     sigmas = [float(x) for x in args.sigma.split(",")]
     if args.records:
@@ -86,14 +88,15 @@ def main(argv=None) -> int:
                   f"range {100 * min(found):.1f}-{100 * max(found):.1f} %")
             sigmas.append(round(med, 4))
     rng = np.random.default_rng(0)
-    print(f"{args.trials} simulated pairs per cell; threshold 5 %, between-process t-test p < 0.01 and 99 % CI excludes 1")
+    print(f"{args.trials} simulated pairs per cell; threshold {args.threshold}, between-process t-test p < 0.01 and 99 % CI excludes 1")
     print(f"{'sigma':>6} {'K':>3} | {'false regr.':>11} {'not unchanged':>13} | {'power +5%':>9} {'+10%':>6} {'+50%':>6}")
     for sigma in sigmas:
         for k in (int(x) for x in args.k.split(",")):
-            fa, fo = rates(sigma, k, 0.0, args.trials, rng)
-            p5, _ = rates(sigma, k, 0.05, args.trials, rng)
-            p10, _ = rates(sigma, k, 0.10, args.trials, rng)
-            p50, _ = rates(sigma, k, 0.50, max(200, args.trials // 4), rng)
+            th = args.threshold
+            fa, fo = rates(sigma, k, 0.0, args.trials, rng, th)
+            p5, _ = rates(sigma, k, 0.05, args.trials, rng, th)
+            p10, _ = rates(sigma, k, 0.10, args.trials, rng, th)
+            p50, _ = rates(sigma, k, 0.50, max(200, args.trials // 4), rng, th)
             print(f"{100 * sigma:5.1f}% {k:3d} | {100 * fa:10.2f}% {100 * fo:12.2f}% | {100 * p5:8.1f}% "
                   f"{100 * p10:5.1f}% {100 * p50:5.1f}%", flush=True)
     return 0

@@ -172,10 +172,37 @@ def test_busy_processes_sees_a_spinning_child():
     import subprocess
     import sys
 
-    child = subprocess.Popen([sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<5: pass"])
+    child = subprocess.Popen([sys.executable, "-c", "import time\nprint('spin', flush=True)\nt=time.time()\n"
+                              "while time.time()-t<20: pass"], stdout=subprocess.PIPE, text=True)
     try:
-        busy = sc.busy_processes(sample_s=0.5, threshold_pct=5.0, limit=50)
+        assert child.stdout.readline().strip() == "spin"  # spinning now (slow start on a loaded machine)
+        busy = sc.busy_processes(sample_s=1.0, threshold_pct=2.0, limit=500)
     finally:
         child.kill()
         child.wait()
     assert busy is not None and any(p["pid"] == child.pid for p in busy)
+
+
+def test_bench_env_check_exit_code_and_output(monkeypatch, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from harness.cli import cli
+
+    noisy = _tree(tmp_path)
+    monkeypatch.setattr(sc, "snapshot", lambda **kw: {"cpu": sc.cpu_state(noisy, sample_s=0),
+                                                      "memory": sc.memory_state(noisy), "busy_processes": [],
+                                                      "gpus": sc.gpu_state(_NoNVML())})
+    res = CliRunner().invoke(cli, ["env", "--check"])
+    assert res.exit_code == 1, res.output
+    assert "warning: cpu governor powersave" in res.output and "load average  3.50 2.00 1.00 (2 CPUs)" in res.output
+    res = CliRunner().invoke(cli, ["env", "--check", "--json"])
+    assert res.exit_code == 1 and json.loads(res.output)["state"]["cpu"]["turbo"] is True
+    quiet = _tree(tmp_path / "q", governor="performance", boost="0", throttle=(0, 0), load="0.1 0.1 0.1 1/1 1",
+                  avail_kb=12_000_000, psi_cpu="some avg10=0.00 avg60=0 avg300=0 total=0\n")
+    monkeypatch.setattr(sc, "snapshot", lambda **kw: {"cpu": sc.cpu_state(quiet, sample_s=0),
+                                                      "memory": sc.memory_state(quiet), "busy_processes": [],
+                                                      "gpus": None})
+    res = CliRunner().invoke(cli, ["env", "--check"])
+    assert res.exit_code == 0 and "quiet: nothing found" in res.output
