@@ -54,7 +54,10 @@ def command(ctx, base, new, threshold, metrics, formats, results_dir, machine, s
     beyond the threshold AND significant (Mann-Whitney U p < alpha on the raw samples and
     the 99% bootstrap CI of the ratio excludes 1) AND, for timings, beyond 3 sigma of the
     run-to-run noise of the case's earlier runs on NEW's machine in --results (at least 5;
-    with fewer it is inconclusive). --assume-stable skips that last check.
+    with fewer it is inconclusive). --assume-stable skips that last check. When both runs were
+    measured with --repeat (>= 2 processes a side), timings are decided from the two runs alone:
+    a t-test on the per-process values (p < 0.01, CI excludes 1), history pooled in when present;
+    not significant there is unchanged.
 
     Exit codes: 0 no regression; 1 regression; 2 bad input or a case failed in NEW;
     3 inconclusive or no baseline.
