@@ -190,3 +190,11 @@ def test_in_window_accuracy_catches_wrong_outputs():
     assert results["right"]["passed"] is True and results["right"]["agreement"] == 1.0
     assert results["wrong"]["passed"] is False and results["wrong"]["agreement"] < 0.5
     assert results["right"]["top1"] == 1.0
+
+
+def test_search_peak_gives_up_on_a_system_invalid_at_any_load():
+    best, steps = sc.search_peak(lambda q: {"valid": False}, 1000.0, max_steps=40, max_halvings=3)
+    assert best is None and [s["qps"] for s in steps] == [1000.0, 500.0, 250.0, 125.0]
+    t = iter(range(100))
+    best, steps = sc.search_peak(lambda q: {"valid": True}, 1.0, max_steps=40, budget_s=3, clock=lambda: next(t))
+    assert len(steps) == 3  # the budget, not max_steps, ended the ramp

@@ -210,7 +210,8 @@ def run_offline(sut, settings: ScenarioSettings, n_samples: int, *, expected_sps
 
 
 def search_peak(run_at: Callable[[float], dict], start_qps: float, *, tolerance: float = 0.05,
-                max_steps: int = 14) -> tuple[dict | None, list[dict]]:
+                max_steps: int = 14, max_halvings: int = 5, budget_s: float | None = None,
+                clock: Callable[[], float] = time.monotonic) -> tuple[dict | None, list[dict]]:
     """Highest QPS at which ``run_at(qps)`` is valid: a ramp, then a bisection.
 
     ``run_at(qps)`` returns a dict with at least ``{"valid": bool}``. Ramp: from ``start_qps``
@@ -218,12 +219,18 @@ def search_peak(run_at: Callable[[float], dict], start_qps: float, *, tolerance:
     [last valid, first invalid]. Bisection: try the midpoint until (invalid - valid) / valid
     <= ``tolerance`` or ``max_steps`` runs in all. Every step is kept (``steps``, in order, each
     with its ``qps`` and ``phase``). Returns ``(best valid step or None, steps)``. Assumes
-    validity is (statistically) monotone in the load.
+    validity is (statistically) monotone in the load. Halving stops after ``max_halvings``
+    (a system invalid at 1/32 of its burst throughput is not load-bound: more halvings only
+    make each step longer); no new step starts once ``budget_s`` has passed.
     """
     if not start_qps > 0:
         raise ValueError(f"start QPS must be > 0, got {start_qps!r}")
     steps: list[dict] = []
     lo, hi, best = None, None, None
+    t_end = None if budget_s is None else clock() + budget_s
+
+    def more() -> bool:
+        return len(steps) < max_steps and (t_end is None or clock() < t_end)
 
     def step(q: float, phase: str) -> bool:
         nonlocal best
@@ -238,7 +245,7 @@ def search_peak(run_at: Callable[[float], dict], start_qps: float, *, tolerance:
     q = float(start_qps)
     if step(q, "ramp"):
         lo = q
-        while len(steps) < max_steps:
+        while more():
             q *= 2
             if step(q, "ramp"):
                 lo = q
@@ -247,13 +254,15 @@ def search_peak(run_at: Callable[[float], dict], start_qps: float, *, tolerance:
                 break
     else:
         hi = q
-        while len(steps) < max_steps:
+        halvings = 0
+        while more() and halvings < max_halvings:
+            halvings += 1
             q /= 2
             if step(q, "ramp"):
                 lo = q
                 break
             hi = q
-    while lo is not None and hi is not None and (hi - lo) / lo > tolerance and len(steps) < max_steps:
+    while lo is not None and hi is not None and (hi - lo) / lo > tolerance and more():
         mid = (lo + hi) / 2
         if step(mid, "bisect"):
             lo = mid

@@ -118,8 +118,10 @@ def run(session, *, scenario: str, batch: int, data: dict, measure_settings, opt
                 capacity = (burst.samples[0] / batch) / max(burst.duration_ns() / 1e9, 1e-9)
                 warm["burst_qps"] = capacity
                 start = 0.5 * capacity
+                # the search stops starting steps after 10 x max_time_s (a case has a time limit)
                 best, steps = sc.search_peak(run_at, start, tolerance=settings.search_tolerance,
-                                             max_steps=settings.search_max_steps)
+                                             max_steps=settings.search_max_steps,
+                                             budget_s=10 * settings.max_duration_s)
                 metric = "max_qps"
             chosen = best if best is not None else steps[-1]
             result = chosen["_run"]
