@@ -198,3 +198,20 @@ def test_search_peak_gives_up_on_a_system_invalid_at_any_load():
     t = iter(range(100))
     best, steps = sc.search_peak(lambda q: {"valid": True}, 1.0, max_steps=40, budget_s=3, clock=lambda: next(t))
     assert len(steps) == 3  # the budget, not max_steps, ended the ramp
+
+
+def test_search_peak_confirm_reruns_an_invalid_step_once():
+    cap, hiccups = 1000.0, {250.0}  # one spurious failure at 250 QPS
+
+    def run_at(q):
+        if q in hiccups:
+            hiccups.discard(q)
+            return {"valid": False}
+        return {"valid": q <= cap}
+
+    best, steps = sc.search_peak(run_at, 250.0, tolerance=0.02, max_steps=40, confirm=True)
+    assert steps[0]["phase"] == "ramp" and not steps[0]["valid"] and steps[1]["phase"] == "confirm"
+    assert cap * 0.98 <= best["qps"] <= cap
+    best2, _ = sc.search_peak(lambda q: {"valid": q <= cap} if q != 250.0 else {"valid": False}, 250.0,
+                              tolerance=0.02, max_steps=40, confirm=True)
+    assert best2["qps"] < 250.0  # a failure that repeats is believed

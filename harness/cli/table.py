@@ -59,9 +59,9 @@ def fmt_headline(h: dict | None) -> str:
     if m in ("p90_latency", "p99_latency"):
         return f"{m[:3]} {fmt_time_ns(v)}"
     if m == "max_qps":
-        return f"max {fmt_rate(v).replace('/s', '')} QPS"
+        return f"max {fmt_rate(v).replace('/s', '').strip()} QPS"
     if m == "qps":
-        return f"{fmt_rate(v).replace('/s', '')} QPS"
+        return f"{fmt_rate(v).replace('/s', '').strip()} QPS"
     return fmt_rate(v)
 
 

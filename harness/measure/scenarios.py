@@ -210,7 +210,7 @@ def run_offline(sut, settings: ScenarioSettings, n_samples: int, *, expected_sps
 
 
 def search_peak(run_at: Callable[[float], dict], start_qps: float, *, tolerance: float = 0.05,
-                max_steps: int = 14, max_halvings: int = 5, budget_s: float | None = None,
+                max_steps: int = 14, max_halvings: int = 5, budget_s: float | None = None, confirm: bool = False,
                 clock: Callable[[], float] = time.monotonic) -> tuple[dict | None, list[dict]]:
     """Highest QPS at which ``run_at(qps)`` is valid: a ramp, then a bisection.
 
@@ -221,7 +221,10 @@ def search_peak(run_at: Callable[[float], dict], start_qps: float, *, tolerance:
     with its ``qps`` and ``phase``). Returns ``(best valid step or None, steps)``. Assumes
     validity is (statistically) monotone in the load. Halving stops after ``max_halvings``
     (a system invalid at 1/32 of its burst throughput is not load-bound: more halvings only
-    make each step longer); no new step starts once ``budget_s`` has passed.
+    make each step longer); no new step starts once ``budget_s`` has passed. With ``confirm``
+    an invalid step is run once more at the same QPS (phase ``confirm``) and counts as invalid
+    only if that fails too: one machine hiccup (a 20 ms stall of a shared host) then does not
+    cap the search far below the system's capacity. Both runs are kept in ``steps``.
     """
     if not start_qps > 0:
         raise ValueError(f"start QPS must be > 0, got {start_qps!r}")
@@ -240,6 +243,8 @@ def search_peak(run_at: Callable[[float], dict], start_qps: float, *, tolerance:
         steps.append(r)
         if r["valid"] and (best is None or q > best["qps"]):
             best = r
+        if not r["valid"] and confirm and phase != "confirm" and more():
+            return step(q, "confirm")
         return bool(r["valid"])
 
     q = float(start_qps)

@@ -121,7 +121,7 @@ def run(session, *, scenario: str, batch: int, data: dict, measure_settings, opt
                 # the search stops starting steps after 10 x max_time_s (a case has a time limit)
                 best, steps = sc.search_peak(run_at, start, tolerance=settings.search_tolerance,
                                              max_steps=settings.search_max_steps,
-                                             budget_s=10 * settings.max_duration_s)
+                                             budget_s=10 * settings.max_duration_s, confirm=True)
                 metric = "max_qps"
             chosen = best if best is not None else steps[-1]
             result = chosen["_run"]
