@@ -133,7 +133,9 @@ def run(session, *, scenario: str, batch: int, data: dict, measure_settings, opt
                                       "warnings": result["validity"]["warnings"]}
             value = float(chosen["qps"] if best is not None else 0.0) if metric == "max_qps" else \
                 float(result["summary"]["queries_per_s"] or 0.0)
-            out["headline"] = {"metric": metric, "value": value, "unit": "1/s"}
+            # no valid QPS: no headline figure (the steps and the reason say what happened)
+            out["headline"] = {"metric": metric, "value": value, "unit": "1/s"} if (best is not None or
+                                                                                   metric == "qps") else None
         elif scenario == "multi-stream":
             result = sc.run_multi_stream(sut, settings, n_samples)
             es = result["summary"]["early_stopping"] or {}
