@@ -227,7 +227,7 @@ def _generator_case(payload, session, artifact, ev, settings, scenario, batch, s
                             "logged during the timed window match the accuracy pass's outputs")
     res["generator"]["integrity"]["in_window_accuracy"] = in_window
     lg_summary = _loadgen_driver(payload, session, ev, artifact, scenario, batch, sc_opts, res["latency_ns"],
-                                 bench_value=res["headline"]["value"])
+                                 bench_value=(res["headline"] or {}).get("value"))
     timings = session.timings()
     info = session.info
     session.close()
