@@ -282,3 +282,17 @@ def test_history_is_pooled_into_the_between_process_noise():
         widths_pooled.append(math.log(pooled.ci[1] / pooled.ci[0]))
     # 4 dof alone (t = 4.6 at 99 %) against 23 pooled (t = 2.8): the interval is tighter on average
     assert np.mean(widths_pooled) < 0.8 * np.mean(widths_alone)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--pin", "99999"], "--pin 99999: CPU(s) 99999 not available"),
+    (["--pin", "x"], "is not a CPU number or range"),
+    (["--profile", "fast"], "Invalid value for '--profile'"),
+    (["--repeat", "0"], "must be positive"),
+])
+def test_bad_repeat_options_are_one_line_exit_2(capsys, args, message):
+    from harness.cli import main
+
+    rc = main(["run", "--suite", "smoke", "--backend", "cpu", *args])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and "Traceback" not in err
