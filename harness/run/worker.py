@@ -69,7 +69,7 @@ _REASON_CHARS = 500
 
 _PARENT_PID_ENV = "BENCH_WORKER_PARENT_PID"
 _CPUS_ENV = "BENCH_WORKER_CPUS"
-_PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
+_PROJECT_ROOT = str(Path(__file__).resolve().parents[2])  # the directory holding the harness package
 
 
 @dataclass
