@@ -215,3 +215,13 @@ def test_search_peak_confirm_reruns_an_invalid_step_once():
     best2, _ = sc.search_peak(lambda q: {"valid": q <= cap} if q != 250.0 else {"valid": False}, 250.0,
                               tolerance=0.02, max_steps=40, confirm=True)
     assert best2["qps"] < 250.0  # a failure that repeats is believed
+
+
+def test_table_headline_cell_per_scenario():
+    from harness.cli.table import fmt_headline
+
+    assert fmt_headline({"metric": "max_qps", "value": 4518.2}) == "max 4.52 k QPS"
+    assert fmt_headline({"metric": "qps", "value": 400.0}) == "400 QPS"
+    assert fmt_headline({"metric": "p99_latency", "value": 7_200_000}).startswith("p99 7.2")
+    assert fmt_headline({"metric": "p90_latency", "value": 36_000}).startswith("p90 36")
+    assert fmt_headline(None) == "-"
