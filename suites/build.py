@@ -36,6 +36,11 @@ def artifact_for(model: str, variant: str = BASE_VARIANT, *, rebuild: bool = Fal
     modules = list(_BUILD_MODULES) + [builder_module, *getattr(spec, "modules", ()), *recipe.modules]
     # a model's weights package (e.g. pretrained MiniLM) is part of what it is
     versions = {**package_versions(), **package_versions(getattr(spec, "packages", ()))}
+    if spec.requires:  # the data / weights a model is built from are part of what it is
+        from suites import datasets
+
+        datasets.require(spec.requires, model)
+        versions.update({f"data:{n}": datasets.version_of(n) for n in spec.requires})
     if variant == BASE_VARIANT:
         key = artifact_key(model=model, variant=variant, modules=modules, params=recipe.params,
                            seed=spec.seed, versions=versions)
@@ -121,7 +126,8 @@ def _build_base(spec: zoo.ModelSpec, d: Path) -> dict:
     np.savez_compressed(d / "data.npz", y_train=trained.y_train if trained.y_train is not None else np.zeros(0),
                         **train)
     ref = _reference_outputs(d / "model.onnx", x_eval)
-    _save_eval(d, x_eval, trained.y_eval, ref)
+    task = dict(trained.task_data or {})
+    _save_eval(d, x_eval, trained.y_eval, ref, task)
     np.savez_compressed(d / "calib.npz", **{f"x:{k}": v for k, v in x_calib.items()})
     inputs, outputs, opset = _io_meta(d / "model.onnx")
     return {
@@ -130,17 +136,32 @@ def _build_base(spec: zoo.ModelSpec, d: Path) -> dict:
         "description": spec.description,
         "torch": {"factory": trained.factory, "kwargs": trained.factory_kwargs, "state_dict": "model.pt"},
         "reference": {"metric": "top1" if spec.task == "classification" else "fidelity",
-                      "value": _accuracy(ref, trained.y_eval)},
+                      "value": _accuracy(ref, trained.y_eval),
+                      # the fp32 model's value of every metric a gate may name (its own task's too)
+                      "metrics": _reference_metrics(spec, ref, trained.y_eval, task)},
+        "scorer": spec.scorer, "checks": list(spec.checks),
         "training": trained.info, "recipe": {"name": "fp32", "params": {}},
         "complexity": _complexity(d / "model.onnx"),
         "build_s": time.perf_counter() - t0, "versions": package_versions(),
     }
 
 
-def _save_eval(d: Path, x: dict[str, np.ndarray], labels, ref: np.ndarray) -> None:
+def _reference_metrics(spec, ref: np.ndarray, labels, task: dict) -> dict:
+    out = {}
+    if labels is not None:
+        out["top1"] = _accuracy(ref, labels)
+    if spec.scorer:
+        from harness.plan.plugins import load_object
+
+        out.update(load_object(spec.scorer)(ref, task))
+    return out
+
+
+def _save_eval(d: Path, x: dict[str, np.ndarray], labels, ref: np.ndarray, task: dict | None = None) -> None:
     arrays = {**{f"x:{k}": v for k, v in x.items()}, "reference": ref}
     if labels is not None:
         arrays["labels"] = labels
+    arrays.update({f"task:{k}": np.asarray(v) for k, v in (task or {}).items()})
     np.savez_compressed(d / "eval.npz", **arrays)
 
 
@@ -149,7 +170,7 @@ def _build_variant(spec, base: Artifact, recipe, d: Path) -> dict:
     meta = recipe.apply(base, d)  # writes model.onnx (and model.pt if it has a torch form)
     ev = base.eval_data()
     # Same held-out inputs and fp32 reference as the base: every variant is judged against fp32.
-    _save_eval(d, ev["x"], ev["labels"], ev["reference"])
+    _save_eval(d, ev["x"], ev["labels"], ev["reference"], ev["task"])
     calib = base.calibration_data()
     if calib is not None:
         np.savez_compressed(d / "calib.npz", **{f"x:{k}": v for k, v in calib.items()})
@@ -159,6 +180,7 @@ def _build_variant(spec, base: Artifact, recipe, d: Path) -> dict:
         "task": spec.task, "metric": getattr(spec, "metric", None), "dataset": spec.dataset,
         "description": spec.description,
         "reference": base.meta["reference"], "base_key": base.key,
+        "scorer": base.meta.get("scorer"), "checks": base.meta.get("checks") or [],
         "complexity": _complexity(d / "model.onnx"),
         "build_s": time.perf_counter() - t0, "versions": package_versions(),
     }

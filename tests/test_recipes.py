@@ -368,12 +368,12 @@ def test_composed_structured_then_int8_static():
 
 
 @pytest.mark.slow
-def test_quant_suite_runs_end_to_end(tmp_path, bench_cache):
+def test_micro_suite_runs_end_to_end(tmp_path, bench_cache):
     import json
 
     from tests.conftest import bench_env, run_bench
 
-    proc = run_bench(["run", "--suite", "quant", "--backend", "cpu", "--out", str(tmp_path), "--model", MODEL, "-q"],
+    proc = run_bench(["run", "--suite", "micro", "--backend", "cpu", "--out", str(tmp_path), "--model", MODEL, "-q"],
                      env=bench_env(cache=bench_cache), timeout=600)
     assert proc.returncode in (0, 1), proc.stderr[-2000:]  # 1: a case flagged unstable on a busy machine
     rec = json.loads(next(tmp_path.glob("*.json")).read_text())

@@ -84,12 +84,14 @@ def test_minilm_artifact(cached):
     from suites.build import artifact_for
 
     art, _ = artifact_for("minilm-l6")
-    assert art.meta["task"] == "fidelity" and art.meta["metric"] == "cosine"
+    assert art.meta["task"] == "fidelity" and art.meta["metric"] == "sentiment_accuracy"
+    assert art.meta["checks"] == ["wordsim_spearman", "cosine"]
     assert [(i["name"], i["dtype"], i["shape"]) for i in art.inputs] == [
         ("input_ids", "int64", [None, 64]), ("attention_mask", "int64", [None, 64])]
     ev = art.eval_data()
     ref = ev["reference"]
-    assert ref.shape == (64, 384) and np.allclose(np.linalg.norm(ref, axis=1), 1, atol=1e-5)
+    assert ref.shape == (639, 384) and np.allclose(np.linalg.norm(ref, axis=1), 1, atol=1e-5)
+    assert set(ev["task"]) >= {"sentiment_rows", "sentiment_labels", "wordsim_a", "wordsim_b", "wordsim_human"}
     assert set(art.calibration_data()) == {"input_ids", "attention_mask"}
     # the ONNX graph (onnxruntime) agrees with the torch encoder
     module = art.torch_module()
@@ -101,4 +103,7 @@ def test_minilm_artifact(cached):
     i, j, k = s.index("Solar panels produce less electricity on cloudy days."), \
         s.index("Wind turbines convert the kinetic energy of moving air into electricity."), \
         s.index("The puppy chewed through the cable of the new headphones.")
-    assert ref[i] @ ref[j] > ref[i] @ ref[k] + 0.1
+    cal = art.calibration_data()
+    with torch.no_grad():
+        e = module(*(torch.from_numpy(cal[n][[i, j, k]]) for n in ("input_ids", "attention_mask"))).numpy()
+    assert e[0] @ e[1] > e[0] @ e[2] + 0.1

@@ -11,21 +11,15 @@ WHAT = ["suites", "backends", "models", "variants", "parts"]
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def command(what, as_json):
     """List suites, backends (available or not, with the reason), models, variants or FPGA parts."""
-    from rich.console import Console
-    from rich.table import Table
-
     rows, cols = _rows(what)
     if as_json:
         import json
 
         click.echo(json.dumps(rows, indent=1, default=str))
         return
-    t = Table(title=what, title_justify="left")
-    for c in cols:
-        t.add_column(c, overflow="fold")
-    for r in rows:
-        t.add_row(*[_cell(r.get(c)) for c in cols])
-    Console().print(t)
+    from harness.cli.table import print_rows
+
+    print_rows(rows, cols, title=what)
 
 
 def _cell(v) -> str:
@@ -60,8 +54,11 @@ def _rows(what: str):
         from suites import zoo
 
         rows = [{"name": m.name, "task": m.task, "input": "x".join(str(d) for d in m.input_shape),
-                 "dataset": m.dataset, "description": m.description} for m in zoo.MODELS.values()]
-        return rows, ["name", "task", "input", "dataset", "description"]
+                 "accuracy": m.accuracy_note or ("top-1 on held-out data" if m.task == "classification"
+                                                 else "fidelity to fp32"),
+                 "needs": list(m.requires), "dataset": m.dataset, "description": m.description}
+                for m in zoo.MODELS.values()]
+        return rows, ["name", "task", "input", "accuracy", "needs", "dataset", "description"]
     if what == "variants":
         from suites.recipes import RECIPES
 

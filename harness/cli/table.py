@@ -1,4 +1,10 @@
-"""The terminal table of a run (``bench run`` and ``bench show``), rendered with rich."""
+"""The terminal table of a run (``bench run`` and ``bench show``), rendered with rich, and plain
+tables for listings.
+
+On a terminal, rich fits the table to the window. Anywhere else (a pipe, a file, a CI log)
+tables are plain aligned columns, one line per row, never wrapped or folded: an identifier
+(a model, a part, a case id) always stays whole on its line, so ``grep`` finds it.
+"""
 from __future__ import annotations
 
 
@@ -130,14 +136,66 @@ def run_table(record: dict, title: str | None = None, width: int | None = None):
     return t, notes
 
 
+def plain_table(rows: list[list[str]], headers: list[str], right: tuple = ()) -> str:
+    """Aligned columns, one line per row, nothing wrapped (cells keep their full text)."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    for r in cells:
+        parts = [c.rjust(w) if headers[i] in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def print_rows(rows: list[dict], cols: list[str], title: str | None = None, console=None) -> None:
+    """A listing: rich table on a terminal (long cells fold), plain columns elsewhere."""
+    from rich.console import Console
+
+    def cell(v) -> str:
+        if isinstance(v, bool):
+            return "yes" if v else "no"
+        if isinstance(v, (list, tuple)):
+            return ", ".join(str(x) for x in v)
+        return "" if v is None else " ".join(str(v).split())
+
+    if not _tty() and console is None:
+        import click
+
+        if title:
+            click.echo(title)
+        click.echo(plain_table([[cell(r.get(c)) for c in cols] for r in rows], cols))
+        return
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left")
+    for c in cols:
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        t.add_row(*[cell(r.get(c)) for c in cols])
+    (console or Console()).print(t)
+
+
+_MARKUP = __import__("re").compile(r"\[/?[a-z ]*\]")
+
+
 def print_run(record: dict, path=None, console=None) -> None:
     from rich.console import Console
 
+    plain = console is None and not _tty() or (console is not None and not console.is_terminal)
     console = console or Console(width=None if _tty() else 200)
-    table, notes = run_table(record, width=console.width)
-    console.print(table)
+    if plain:  # pipe / file / CI log: full columns, one line per case, ids whole
+        table, notes = run_table(record, width=None)
+        headers = [str(c.header) for c in table.columns]
+        rows = [[_MARKUP.sub("", str(cell)) for cell in col._cells] for col in table.columns]
+        right = tuple(str(c.header) for c in table.columns if c.justify == "right")
+        console.print(table.title, highlight=False, markup=False, soft_wrap=True)
+        console.print(plain_table([list(r) for r in zip(*rows)], headers, right), highlight=False, markup=False,
+                      soft_wrap=True)
+    else:
+        table, notes = run_table(record, width=console.width)
+        console.print(table)
     for note in notes:
-        console.print(note, highlight=False, markup=False)
+        console.print(note, highlight=False, markup=False, soft_wrap=plain)
     counts: dict[str, int] = {}
     for c in record["cases"]:
         counts[c["status"]] = counts.get(c["status"], 0) + 1

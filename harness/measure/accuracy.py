@@ -7,7 +7,9 @@ Metrics (pure functions over numpy arrays):
   ``cosine`` = mean over samples of <y, r> / (|y| |r|).
 Gate (as MLPerf's accuracy tiers): passed when ``value >= gate * baseline_value``
 (gate 0.99 = "99 % of fp32"). For models without labels the gated metric is top-1
-agreement with fp32 and the baseline is 1.0.
+agreement with fp32 and the baseline is 1.0. A model may name its own labelled task's
+metrics (computed from the outputs by its scorer, e.g. WordSim-353 Spearman) as the
+gated metric and as further ``checks``; each is gated against the fp32 model's value.
 """
 from __future__ import annotations
 
@@ -49,25 +51,69 @@ def run_eval(run: Callable[[Mapping[str, np.ndarray]], list], x: Mapping[str, np
 
 
 def evaluate(outputs: np.ndarray, *, labels: np.ndarray | None, reference: np.ndarray | None,
-             baseline_value: float | None, gate: float | None, metric: str | None = None) -> dict:
-    """The case's ``accuracy`` record: metric, value, baseline value, delta, gate verdict."""
+             baseline_value: float | None, gate: float | None, metric: str | None = None,
+             task: Mapping[str, float] | None = None, baselines: Mapping[str, float] | None = None,
+             checks: tuple | list = ()) -> dict:
+    """The case's ``accuracy`` record: metric, value, baseline value, delta, gate verdict.
+
+    ``task``: metrics of the model's own labelled task computed from these outputs (e.g.
+    WordSim-353 Spearman, top-5 on labelled photos); ``metric`` and ``checks`` may name them.
+    ``baselines``: the fp32 model's value of every metric (from the artifact), the reference
+    of the gate. ``checks``: further metrics gated like ``metric`` (value >= gate x fp32
+    value); the case passes only when every gated metric does, and ``checks`` in the record
+    lists each with its verdict.
+    """
     fid = fidelity(outputs, reference) if reference is not None else None
+    task = dict(task or {})
+    baselines = dict(baselines or {})
     if metric is None:
         metric = "top1" if labels is not None else "top1_agreement"
-    if metric == "top1":
-        if labels is None:
-            raise ValueError("metric top1 needs labels")
-        value = top1(outputs, labels)
-    elif fid is not None and metric in fid:
-        value = fid[metric]
-        if baseline_value is None:
-            baseline_value = 1.0 if metric in ("top1_agreement", "cosine") else None
-    else:
-        raise ValueError(f"unknown accuracy metric {metric!r}")
+
+    def value_of(name: str):
+        if name == "top1":
+            if labels is None:
+                raise ValueError("metric top1 needs labels")
+            return top1(outputs, labels)
+        if name in task:
+            return task[name]
+        if fid is not None and name in fid:
+            return fid[name]
+        raise ValueError(f"unknown accuracy metric {name!r}")
+
+    def baseline_of(name: str, given: float | None):
+        if given is not None:
+            return given
+        if name in baselines:
+            return baselines[name]
+        return 1.0 if name in ("top1_agreement", "cosine") else None
+
+    def verdict(name: str, value: float, base: float | None):
+        if gate is None:
+            return None
+        if name in ("max_abs_diff", "mean_abs_diff"):
+            return bool(value <= gate)
+        if base is None:
+            return None
+        return bool(value >= gate * base - 1e-12)
+
+    value = value_of(metric)
+    baseline_value = baseline_of(metric, baseline_value)
     delta = None if baseline_value is None else value - baseline_value
-    if metric in ("max_abs_diff", "mean_abs_diff"):
-        passed = None if gate is None else bool(value <= gate)
-    else:
-        passed = None if (gate is None or baseline_value is None) else bool(value >= gate * baseline_value - 1e-12)
-    return {"metric": metric, "value": value, "baseline_value": baseline_value, "delta": delta,
-            "gate": gate, "passed": passed, "n_samples": int(len(outputs)), "fidelity": fid}
+    passed = verdict(metric, value, baseline_value)
+    rows = []
+    for name in checks:
+        if name == metric:
+            continue
+        v = value_of(name)
+        b = baseline_of(name, None)
+        rows.append({"metric": name, "value": v, "baseline_value": b, "delta": None if b is None else v - b,
+                     "passed": verdict(name, v, b)})
+    if rows and passed is not None:
+        passed = passed and all(r["passed"] is not False for r in rows)
+    out = {"metric": metric, "value": value, "baseline_value": baseline_value, "delta": delta,
+           "gate": gate, "passed": passed, "n_samples": int(len(outputs)), "fidelity": fid}
+    if task:
+        out["task"] = task
+    if rows:
+        out["checks"] = rows
+    return out

@@ -13,7 +13,8 @@ Its key is a sha256 over everything that determines its content: the source file
 builder and recipe modules, the recipe parameters, the seed and the versions of the
 libraries that train/export/quantize. A rebuild happens only when one of those changes.
 Builds go to a temp directory and are renamed into place, so a crashed build never
-leaves a half artifact behind.
+leaves a half artifact behind. ``meta.json`` lists every file with its size and sha256; a
+cached artifact whose files do not match (truncated, edited, missing) is rebuilt, never trusted.
 """
 from __future__ import annotations
 
@@ -122,7 +123,8 @@ class Artifact:
         return self.meta.get("precision", "fp32")
 
     def eval_data(self) -> dict:
-        """``{"x": {input name: array}, "labels": array | None, "reference": array | None}``."""
+        """``{"x": {input name: array}, "labels": array | None, "reference": array | None,
+        "task": {name: array}}`` (``task``: what the model's scorer needs beside the outputs)."""
         import numpy as np
 
         with np.load(self.dir / "eval.npz") as z:
@@ -132,6 +134,7 @@ class Artifact:
                 "x": x,
                 "labels": z["labels"] if "labels" in files else None,
                 "reference": z["reference"] if "reference" in files else None,
+                "task": {f[5:]: z[f] for f in files if f.startswith("task:")},
             }
 
     def calibration_data(self) -> dict | None:
@@ -169,12 +172,17 @@ def get_or_build(model: str, variant: str, key: str, build: Callable[[Path], dic
     root = Path(root) if root is not None else cache_root()
     final = root / model / f"{variant}-{key}"
     if final.exists() and (final / "meta.json").exists() and not rebuild:
-        return Artifact.load(final), False
+        problem = verify(final)
+        if problem is None:
+            return Artifact.load(final), False
+        import sys
+
+        print(f"cached artifact {model}/{variant} is corrupt ({problem}): rebuilding", file=sys.stderr)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".build-{variant}-", dir=final.parent))
     try:
         meta = build(tmp)
-        meta = {**meta, "model": model, "variant": variant, "key": key}
+        meta = {**meta, "model": model, "variant": variant, "key": key, "files": _manifest(tmp)}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
         if final.exists():
             shutil.rmtree(final)
@@ -183,3 +191,50 @@ def get_or_build(model: str, variant: str, key: str, build: Callable[[Path], dic
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Artifact.load(final), True
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _manifest(d: Path) -> dict:
+    """``{file name: {"bytes", "sha256"}}`` of every file an artifact holds (meta.json aside)."""
+    return {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+            for p in sorted(Path(d).iterdir()) if p.is_file() and p.name != "meta.json"}
+
+
+_VERIFIED: dict[tuple, None] = {}
+
+
+def verify(d: Path) -> str | None:
+    """None when the cached artifact at ``d`` is whole, else what is wrong: meta.json unreadable,
+    a file of its manifest missing, or its size or sha256 changed (a truncated copy, a disk
+    error, an edit). Hashed once per process while the files' sizes and mtimes stay. Artifacts written before
+    manifests existed have none and are rebuilt."""
+    d = Path(d)
+    meta_path = d / "meta.json"
+    try:
+        # hashed once per process while no file's size or mtime changes
+        stamp = (str(d), *sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in d.iterdir()))
+        if stamp in _VERIFIED:
+            return None
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        return f"meta.json: {type(exc).__name__}"
+    files = meta.get("files")
+    if not isinstance(files, dict) or not files:
+        return "no file manifest"
+    for name, info in files.items():
+        p = d / name
+        if not p.is_file():
+            return f"{name} missing"
+        if p.stat().st_size != info.get("bytes"):
+            return f"{name} has {p.stat().st_size} bytes, expected {info.get('bytes')}"
+        if _sha256(p) != info.get("sha256"):
+            return f"{name} content hash differs"
+    _VERIFIED[stamp] = None
+    return None

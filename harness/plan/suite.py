@@ -52,6 +52,14 @@ class Suite:
     def gate(self) -> float:
         return float(self.data.get("accuracy", {}).get("gate", DEFAULT_GATE))
 
+    def gate_for(self, model: str, variant: str) -> float:
+        """The accuracy gate of one (model, variant): the first suite item that lists it (an included
+        suite's items keep their own suite's gate), else the suite's."""
+        for m in self.models:
+            if m["name"] == model and variant in m["variants"] and m.get("gate") is not None:
+                return float(m["gate"])
+        return self.gate
+
     @property
     def metric(self) -> str | None:
         return self.data.get("accuracy", {}).get("metric")
@@ -96,12 +104,16 @@ def load(name_or_path: str, _seen: tuple = ()) -> Suite:
     suite = Suite(name=data["name"], path=path, sha256=hashlib.sha256(raw).hexdigest(), data=data)
     default_variants = data.get("variants", ["fp32"])
     default_batches = data.get("batch_sizes", [1])
+    default_gate = float(data.get("accuracy", {}).get("gate", DEFAULT_GATE))
     for item in data["models"]:
         if isinstance(item, str):
             item = {"name": item}
+        # each model keeps its own gate (its item's, else its suite's), also when another suite includes it
         suite.models.append({"name": item["name"], "variants": item.get("variants", default_variants),
                              "batch_sizes": item.get("batch_sizes", default_batches),
-                             "latency_bound_ms": item.get("latency_bound_ms", data.get("latency_bound_ms"))})
+                             "latency_bound_ms": item.get("latency_bound_ms", data.get("latency_bound_ms")),
+                             "gate": float(item.get("gate", default_gate)),
+                             "scenarios": item.get("scenarios")})
     here = str(path.resolve())
     for inc in data.get("include", []):
         target = str(suites[inc].resolve()) if inc in suites else str(Path(inc).resolve())
@@ -168,7 +180,7 @@ def plan(suite: Suite, *, backend: str, runtime: str, scenarios: list[str] | Non
     for m in selected:
         for variant in m["variants"]:
             prec = variant_precision(variant)
-            for sc in scen:
+            for sc in (scen if scenarios else (m.get("scenarios") or scen)):
                 # server queries are single samples (batched only by the SUT's dynamic batching);
                 # a multi-stream query of 8 samples runs as one batch of 8 unless --batch says otherwise
                 bs = [1] if sc == "single-stream" else [1] if (sc == "server" and not batches) else \

@@ -148,7 +148,7 @@ def run_case(payload: dict) -> dict:
         metric = payload.get("metric") or ("top1" if ev["labels"] is not None else "top1_agreement")
         accuracy = acc.evaluate(outputs, labels=ev["labels"], reference=ev["reference"],
                                 baseline_value=ref_meta.get("value") if metric == "top1" else None,
-                                gate=payload.get("gate"), metric=metric)
+                                gate=payload.get("gate"), metric=metric, **_task_args(artifact, ev, outputs, payload))
     # the headline p90 by MLPerf's early-stopping count and its CI (reason "headline_percentile"),
     # and warm-up that did not settle: harness.measure.verdict
     v = verdict(stats, res.stop_reason, settings, accuracy_passed=accuracy["passed"] if accuracy else None,
@@ -215,7 +215,7 @@ def _generator_case(payload, session, artifact, ev, settings, scenario, batch, s
     metric = payload.get("metric") or ("top1" if ev["labels"] is not None else "top1_agreement")
     baseline = ref_meta.get("value") if metric == "top1" else None
     accuracy = acc.evaluate(outputs, labels=ev["labels"], reference=ev["reference"], baseline_value=baseline,
-                            gate=payload.get("gate"), metric=metric)
+                            gate=payload.get("gate"), metric=metric, **_task_args(artifact, ev, outputs, payload))
     in_window = scase.in_window_accuracy(logged, outputs, ev["labels"])
     v = res["validity"]
     if accuracy["passed"] is False:
@@ -243,3 +243,14 @@ def _generator_case(payload, session, artifact, ev, settings, scenario, batch, s
         "timings": timings,
         **({"loadgen": lg_summary} if lg_summary is not None else {}),
     }
+
+
+def _task_args(artifact, ev: dict, outputs, payload: dict) -> dict:
+    """The model's own task metrics (its scorer, run on these outputs), the fp32 values of every
+    metric and the further gated metrics: keyword arguments of ``harness.measure.accuracy.evaluate``."""
+    from harness.plan.plugins import load_object
+
+    scorer = artifact.meta.get("scorer")
+    return {"task": load_object(scorer)(outputs, ev.get("task") or {}) if scorer else None,
+            "baselines": (artifact.meta.get("reference") or {}).get("metrics"),
+            "checks": payload.get("checks") or ()}

@@ -118,6 +118,7 @@ def run(opts: RunOptions, *, on_event: Callable[[str, dict], None] | None = None
                       batches=opts.batches, suite_batches=suite.data.get("batch_sizes"))
     if not cases:
         raise BenchError(f"suite {suite.name} has no cases for the given filters")
+    _check_data({pc.model for pc in cases})
     out_dir = records.check_writable_dir(opts.out_dir)
 
     started = records.utcnow()
@@ -222,6 +223,14 @@ def run(opts: RunOptions, *, on_event: Callable[[str, dict], None] | None = None
     return record, path
 
 
+def _check_data(models: set[str]) -> None:
+    """Every weights package and data set the planned zoo models need is here, or one line naming the
+    package and its install command (exit 2) before any case runs -- never a run of skipped cases."""
+    from suites import datasets
+
+    datasets.require_models(models)
+
+
 class RunInterrupted(KeyboardInterrupt):
     def __init__(self, record: dict, path: Path):
         super().__init__("interrupted")
@@ -299,8 +308,9 @@ def _measure_once(pc, art, backend, settings, threads, timeout, suite, opts, *, 
         "artifact_dir": str(art.dir),
         "settings": asdict(settings),
         "threads": threads,
-        "gate": suite.gate,
+        "gate": suite.gate_for(pc.model, pc.variant),
         "metric": _metric(suite.metric, art),
+        "checks": list(art.meta.get("checks") or []),
         "options": opts.backend_options,
         "scenario": {**{k: v for k, v in opts.scenario_options.items() if v is not None},
                      **({} if opts.scenario_options.get("latency_bound_ms") is not None else

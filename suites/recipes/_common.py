@@ -213,7 +213,9 @@ def finetune_compressed(base, module, *, teacher=None, masks: dict | None = None
                         batch_size: int, fidelity_steps: int) -> dict:
     """The pruning recipes' fine-tune policy, in one place.
 
-    - labels in the base's training split: cross-entropy on them, ``epochs`` epochs;
+    - labels in the base's training split: cross-entropy on them, ``epochs`` epochs (at most
+      ``training.finetune_max_steps`` steps where the base's training info sets one, e.g. the
+      60,000-image Fashion-MNIST model);
     - training inputs but no labels: distillation from the fp32 base (MSE to its outputs),
       at most ``fidelity_steps`` steps;
     - no training inputs (the zoo's random-weight / pretrained fidelity models ship none):
@@ -229,8 +231,11 @@ def finetune_compressed(base, module, *, teacher=None, masks: dict | None = None
         return {"skipped": f"model {base.name} has no training inputs (task '{base.meta.get('task')}'): "
                            "pruned without fine-tuning"}
     if y is not None:
+        # a model with a large training split caps the fine-tune (its training info says how many steps)
+        cap = (base.meta.get("training") or {}).get("finetune_max_steps")
         with one_thread():
-            return finetune(module, x, y=y, epochs=epochs, lr=lr, batch_size=batch_size, masks=masks, seed=seed)
+            return finetune(module, x, y=y, epochs=epochs, lr=lr, batch_size=batch_size, masks=masks, seed=seed,
+                            max_steps=int(cap) if cap else None)
     if teacher is None:
         teacher = base_module(base, "fine-tune")
     return finetune(module, x, teacher=predict(teacher, x), epochs=max(1, epochs), lr=lr, batch_size=batch_size,

@@ -5,9 +5,10 @@ matrices), unlike unstructured pruning, whose zeros a dense runtime still multip
 
 Which models: those whose forward pass is a plain chain (traced with ``torch.fx``): Linear
 and Conv (groups = 1) layers with BatchNorm, activations, dropout, pooling and flatten in
-between -- MLPs and simple CNNs. Residual or attention models (branches in the graph) are
-refused with a one-line reason: their channels are tied across branches and need
-dependency-aware pruning, which this recipe does not do.
+between -- MLPs and simple CNNs. Residual networks built of basic blocks (``conv1 -> bn1 ->
+conv2`` inside a block, e.g. ``fmnist-resnet``) get the dependency-aware part: the inner
+channels of every block are pruned, the residual stream's channels (tied across every add)
+are kept. Other branching or attention models are refused with a one-line reason.
 
 What goes: in every Linear/Conv but the last (whose outputs are the model's outputs) the
 ``amount`` fraction of output neurons/channels with the smallest L2 norm of their weights
@@ -226,6 +227,60 @@ def prune_chain(module, steps, amount: float) -> tuple[object, dict, list[int], 
     return pruned, shapes, before, after
 
 
+def residual_blocks(module) -> list[tuple[str, object]]:
+    """``[(name, block)]`` of residual blocks whose inner width is free: a ``conv1 -> bn1 -> ... ->
+    conv2`` pair inside a block (``suites.zoo.vision.BasicBlock``), groups = 1."""
+    import torch.nn as nn
+
+    out = []
+    for name, m in module.named_modules():
+        c1, b1, c2 = (getattr(m, a, None) for a in ("conv1", "bn1", "conv2"))
+        if (isinstance(c1, nn.Conv2d) and isinstance(b1, nn.BatchNorm2d) and isinstance(c2, nn.Conv2d)
+                and c1.groups == 1 and c2.groups == 1 and c1.out_channels == b1.num_features == c2.in_channels
+                and getattr(m, "conv3", None) is None):
+            out.append((name, m))
+    return out
+
+
+def prune_blocks(module, blocks: list, amount: float) -> tuple[object, dict, list[int], list[int]]:
+    """Dependency-aware channel pruning of a residual network, the safe part: inside every basic
+    block the ``amount`` fraction of ``conv1``'s output channels with the smallest (BN-scaled) L2
+    norm go, with ``bn1``'s matching entries and ``conv2``'s matching input channels. The channels
+    of the residual stream (tied across every block's add) are kept. -> (pruned copy, shapes,
+    inner widths before, after)."""
+    import torch
+
+    pruned = copy.deepcopy(module)
+    shapes, before, after = {}, [], []
+    for name, _ in blocks:
+        blk = pruned.get_submodule(name) if name else pruned
+        c1, b1, c2 = blk.conv1, blk.bn1, blk.conv2
+        n = c1.out_channels
+        k = max(1, n - int(round(amount * n)))
+        keep = torch.sort(torch.argsort(_norms(c1, b1), descending=True)[:k]).values
+        new_c1 = _new_like(c1, out_dim=k)
+        new_b1 = _new_like(b1, out_dim=k)
+        new_c2 = _new_like(c2, in_dim=k)
+        with torch.no_grad():
+            new_c1.weight.copy_(c1.weight[keep])
+            if c1.bias is not None:
+                new_c1.bias.copy_(c1.bias[keep])
+            for attr in ("weight", "bias", "running_mean", "running_var"):
+                getattr(new_b1, attr).copy_(getattr(b1, attr)[keep])
+            new_b1.num_batches_tracked.copy_(b1.num_batches_tracked)
+            new_c2.weight.copy_(c2.weight[:, keep])
+            if c2.bias is not None:
+                new_c2.bias.copy_(c2.bias)
+        blk.conv1, blk.bn1, blk.conv2 = new_c1, new_b1, new_c2
+        prefix = f"{name}." if name else ""
+        shapes[f"{prefix}conv1"] = {"in": c1.in_channels, "out": k}
+        shapes[f"{prefix}bn1"] = {"out": k}
+        shapes[f"{prefix}conv2"] = {"in": k, "out": c2.out_channels}
+        before.append(n)
+        after.append(k)
+    return pruned.eval(), shapes, before, after
+
+
 def shrink_kwargs(kwargs: dict, before: list[int], after: list[int]) -> dict | None:
     """Factory kwargs with the width lists that match ``before`` replaced by ``after``.
 
@@ -256,10 +311,21 @@ def apply(base, out_dir: Path, *, amount: float = 0.5, finetune_epochs: int = 10
           fidelity_steps: int = 30, batch_size: int = 64) -> dict:
     recipe = f"pruned-structured-{int(round(amount * 100))}"
     module = C.base_module(base, recipe)
-    steps = chain(module, base.name, recipe)
     params_before = C.count_params(module)
+    blocks = residual_blocks(module)
     try:
-        pruned, shapes, before, after = prune_chain(module, steps, amount)
+        steps = chain(module, base.name, recipe)
+    except BenchError:
+        if not blocks:
+            raise
+        steps = None
+    try:
+        if steps is not None:
+            pruned, shapes, before, after = prune_chain(module, steps, amount)
+            kind = "structured: neurons/channels by L2 norm"
+        else:  # a residual network: the channels inside each block (the residual stream stays)
+            pruned, shapes, before, after = prune_blocks(module, blocks, amount)
+            kind = "structured: the inner channels of every residual block, by BN-scaled L2 norm"
     except BenchError as exc:
         raise BenchError(f"{recipe}: model {base.name}: {exc}") from None
 
@@ -268,7 +334,7 @@ def apply(base, out_dir: Path, *, amount: float = 0.5, finetune_epochs: int = 10
 
     tm = base.meta["torch"]
     factory, kwargs = tm["factory"], tm.get("kwargs", {})
-    small = shrink_kwargs(kwargs, before, after)
+    small = shrink_kwargs(kwargs, before, after) if steps is not None else None
     torch_meta, how = None, None
     if small is not None:
         try:
@@ -288,7 +354,7 @@ def apply(base, out_dir: Path, *, amount: float = 0.5, finetune_epochs: int = 10
     w = C.weight_summary(onnx_path)
     return {
         "precision": "fp32",
-        "recipe": {"name": recipe, "params": {"amount": amount, "kind": "structured: neurons/channels by L2 norm",
+        "recipe": {"name": recipe, "params": {"amount": amount, "kind": kind,
                                               "finetune_epochs": finetune_epochs, "lr": lr,
                                               "fidelity_steps": fidelity_steps}},
         "torch": torch_meta,

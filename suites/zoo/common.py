@@ -41,6 +41,9 @@ class Trained:
     x_eval: Inputs
     y_eval: np.ndarray | None
     info: dict = field(default_factory=dict)
+    #: arrays the model's scorer needs beside the outputs (``ModelSpec.scorer``), e.g. labels of a
+    #: task that is not plain top-1; stored as ``task:<name>`` in eval.npz
+    task_data: dict = field(default_factory=dict)
 
     @property
     def input_names(self) -> list[str]:
@@ -119,8 +122,9 @@ def train_classifier(module, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: f
             opt.step()
             loss_value = float(loss.detach())
     module.eval()
-    with torch.no_grad():
-        acc = float((module(xt).argmax(1) == yt).float().mean())
+    with torch.no_grad():  # in chunks: a large training split does not fit through a conv net at once
+        hits = sum(int((module(xt[i:i + 1024]).argmax(1) == yt[i:i + 1024]).sum()) for i in range(0, len(xt), 1024))
+        acc = hits / max(1, len(xt))
     info = {"epochs": epochs, "final_loss": loss_value, "train_accuracy": acc,
             "lr": lr, "batch_size": batch_size, "weight_decay": weight_decay}
     if soft_targets is not None:

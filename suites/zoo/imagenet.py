@@ -91,3 +91,35 @@ def build_mobilenetv2(seed: int = 0) -> Trained:
     module = vision.mobilenet_v2(**kwargs)
     return _fidelity_bundle(module, "suites.zoo.vision:mobilenet_v2", kwargs, seed,
                             {"architecture": "MobileNetV2 (width 1.0)"})
+
+
+N_EVAL_PHOTOS = 30
+
+
+def build_resnet50(seed: int = 0) -> Trained:
+    """ResNet-50 with seeded weights, evaluated on real photographs (speed and fidelity only).
+
+    Inputs: the centre and mirrored-centre views of the 15 photographs of
+    :mod:`suites.zoo.photos` (30 images, ImageNet mean/std normalisation); calibration and
+    BatchNorm statistics: their 45 calibration views. The weights are random, so the logits
+    mean nothing: only the agreement of a variant with the fp32 model's outputs does.
+    """
+    from suites.zoo import photos, vision
+    from suites.zoo.common import torch_threads
+
+    kwargs = {"num_classes": 1000, "seed": seed}
+    module = vision.resnet50(**kwargs)
+    ev = photos.eval_set(224, normalize=photos.IMAGENET)
+    keep = [i for i, n in enumerate(ev.names) if n.endswith(("#0", "#5"))]
+    x_eval = ev.x[keep]
+    x_calib = photos.calibration_set(224, normalize=photos.IMAGENET).x
+    with torch_threads(2):
+        n_bn = calibrate_batchnorm(module, x_calib)
+    info = {"architecture": "ResNet-50 v1.5",
+            "weights": f"random (seed {seed}); BatchNorm statistics from the {len(x_calib)} calibration views "
+                       f"({n_bn} layers)",
+            "inputs": {"photos": "suites.zoo.photos (centre + mirrored views)", "n_eval": int(len(x_eval)),
+                       "n_calib": int(len(x_calib))}}
+    return Trained(module=module.eval(), factory="suites.zoo.vision:resnet50", factory_kwargs=kwargs,
+                   task="fidelity", input_name="input", x_train=np.zeros((0, *IMAGE), dtype=np.float32),
+                   y_train=None, x_calib=x_calib, x_eval=x_eval, y_eval=None, info=info)

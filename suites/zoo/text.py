@@ -15,10 +15,12 @@ package's own dependencies (sentence-transformers, transformers) are not needed.
 ``tests/test_zoo_text.py`` checks both against sentence-transformers where that is
 installed.
 
-Inputs: ``input_ids`` and ``attention_mask``, int64 ``(batch, 64)``: 96 English sentences
-written for bench (``suites/data/sentences.txt``), ``[CLS] ... [SEP]`` padded/truncated to
-64 tokens; the first 64 are the eval set, the other 32 the calibration set.
-Task: ``fidelity`` (no labels; agreement with the fp32 embeddings, cosine preferred).
+Inputs: ``input_ids`` and ``attention_mask``, int64 ``(batch, 64)``, ``[CLS] ... [SEP]``
+padded/truncated to 64 tokens. Eval: the 200 labelled movie-review sentences and the 353
+WordSim-353 word pairs of gensim's test data (read as plain files, gensim is never
+imported; :func:`build_minilm`), scored by :func:`score` -- zero-shot sentiment accuracy
+and word-similarity Spearman -- beside fidelity (cosine to the fp32 embeddings).
+Calibration: the 96 English sentences written for bench (``suites/data/sentences.txt``).
 """
 from __future__ import annotations
 
@@ -284,21 +286,96 @@ def load_minilm():
     return module.eval(), WordPiece(d / "vocab.txt"), kwargs
 
 
+# --------------------------------------------------------------------------- labelled tasks
+
+GENSIM = "gensim-test-data"
+#: zero-shot sentiment: a sentence is positive when its embedding is nearer (cosine) to the second prompt
+PROMPTS = ("this movie is bad.", "this movie is good.")
+
+
+def load_polarity() -> tuple[list[str], np.ndarray]:
+    """The 200 labelled movie-review sentences: ``(sentences, labels)``, 1 = positive
+    (:func:`suites.datasets.polarity_sentences`)."""
+    from suites import datasets
+
+    return datasets.polarity_sentences()
+
+
+def load_wordsim() -> tuple[list[tuple[str, str]], np.ndarray]:
+    """WordSim-353 (Finkelstein et al. 2002): 353 word pairs with the mean human similarity (0-10)."""
+    from suites import datasets
+
+    path = datasets.path(GENSIM, "wordsim353.tsv")
+    pairs, scores = [], []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        a, b, score = line.split("\t")[:3]
+        pairs.append((a.strip(), b.strip()))
+        scores.append(float(score))
+    return pairs, np.asarray(scores, dtype=np.float64)
+
+
+def _cos_rows(e: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    x, y = e[a].astype(np.float64), e[b].astype(np.float64)
+    return (x * y).sum(1) / np.maximum(np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1), 1e-12)
+
+
+def score(outputs: np.ndarray, task: dict) -> dict:
+    """MiniLM's labelled tasks, from the variant's own embeddings (a pure function of the outputs).
+
+    * ``sentiment_accuracy``: zero-shot polarity of the 200 review sentences: predicted
+      positive when cos(e, e(prompt_pos)) > cos(e, e(prompt_neg)); fraction equal to the label.
+    * ``wordsim_spearman``: Spearman's rank correlation between cos(e(w1), e(w2)) (each word
+      encoded alone) and the human scores of the 353 WordSim pairs (ties: average ranks).
+    """
+    from scipy.stats import spearmanr
+
+    out = {}
+    if "sentiment_rows" in task:
+        rows = np.asarray(task["sentiment_rows"])
+        neg, pos = (int(i) for i in np.asarray(task["prompt_rows"]))
+        s_pos = _cos_rows(outputs, rows, np.full_like(rows, pos))
+        s_neg = _cos_rows(outputs, rows, np.full_like(rows, neg))
+        pred = (s_pos > s_neg).astype(np.int64)
+        out["sentiment_accuracy"] = float((pred == np.asarray(task["sentiment_labels"])).mean())
+    if "wordsim_a" in task:
+        sims = _cos_rows(outputs, np.asarray(task["wordsim_a"]), np.asarray(task["wordsim_b"]))
+        out["wordsim_spearman"] = float(spearmanr(sims, np.asarray(task["wordsim_human"])).statistic)
+    return out
+
+
 def build_minilm(seed: int = 0) -> Trained:
-    """Pretrained weights: ``seed`` changes nothing (kept for the builder protocol)."""
+    """Pretrained weights: ``seed`` changes nothing (kept for the builder protocol).
+
+    Eval inputs (one batch axis, 64 tokens each): the 200 labelled review sentences, the two
+    sentiment prompts, then every distinct WordSim-353 word alone; the scorer's index arrays
+    point into that order. Calibration: the 96 sentences of ``suites/data/sentences.txt``.
+    """
     from importlib import metadata
 
     module, tok, kwargs = load_minilm()
-    sentences = load_sentences()
-    ids, mask = tok.encode(sentences, SEQ_LEN)
-    ev = {"input_ids": ids[:N_EVAL], "attention_mask": mask[:N_EVAL]}
-    cal = {"input_ids": ids[N_EVAL:], "attention_mask": mask[N_EVAL:]}
+    reviews, polarity = load_polarity()
+    pairs, human = load_wordsim()
+    words = sorted({w for p in pairs for w in p})
+    texts = [*reviews, *PROMPTS, *words]
+    index = {w: len(reviews) + len(PROMPTS) + i for i, w in enumerate(words)}
+    ids, mask = tok.encode(texts, SEQ_LEN)
+    ev = {"input_ids": ids, "attention_mask": mask}
+    cids, cmask = tok.encode(load_sentences(), SEQ_LEN)
+    cal = {"input_ids": cids, "attention_mask": cmask}
     empty = np.zeros((0, SEQ_LEN), dtype=np.int64)
+    task = {"sentiment_rows": np.arange(len(reviews)), "sentiment_labels": polarity,
+            "prompt_rows": np.asarray([len(reviews), len(reviews) + 1]),
+            "wordsim_a": np.asarray([index[a] for a, _ in pairs]), "wordsim_b": np.asarray([index[b] for _, b in pairs]),
+            "wordsim_human": human}
+    truncated = int((mask[:len(reviews)].sum(1) >= SEQ_LEN).sum())
     info = {"weights": f"{PACKAGE} {metadata.version(PACKAGE)} (sentence-transformers/all-MiniLM-L6-v2)",
-            "inputs": {"sentences": "suites/data/sentences.txt", "n_eval": int(len(ev['input_ids'])),
-                       "n_calib": int(len(cal["input_ids"])), "seq_len": SEQ_LEN,
-                       "tokens_per_sentence_mean": float(mask.sum(1).mean())},
+            "inputs": {"reviews": len(reviews), "positive": int(polarity.sum()), "prompts": list(PROMPTS),
+                       "wordsim_pairs": len(pairs), "wordsim_words": len(words), "n_eval": len(texts),
+                       "n_calib": int(len(cids)), "seq_len": SEQ_LEN, "reviews_truncated": truncated,
+                       "calibration": "suites/data/sentences.txt"},
             "output": "L2-normalised mean-pooled sentence embedding (384)"}
     return Trained(module=module, factory="suites.zoo.text:make_minilm", factory_kwargs=kwargs, task="fidelity",
                    input_name="input_ids", x_train={"input_ids": empty, "attention_mask": empty}, y_train=None,
-                   x_calib=cal, x_eval=ev, y_eval=None, info=info)
+                   x_calib=cal, x_eval=ev, y_eval=None, info=info, task_data=task)
