@@ -213,7 +213,7 @@ class _Progress:
             detail = f"p50 {fmt_time_ns(lat.get('p50'))}, {fmt_rate(thr)}" if lat else (c.get("reason") or "")
             mark = {"ok": "[green]✓[/]", "invalid": "[yellow]![/]", "unsupported": "[magenta]-[/]",
                     "does_not_fit": "[red]✗[/]"}.get(c["status"], "[red]✗[/]")
-            self.console.print(f"{mark} {c['case_id']}: {c['status']} · {detail}", highlight=False)
+            self.console.print(f"{mark} {c['case_id']}: {c['status']} · {detail}", highlight=False, soft_wrap=not self.console.is_terminal)
             if self.progress is not None:
                 if self.case_task is not None:
                     self.progress.remove_task(self.case_task)
