@@ -190,7 +190,8 @@ def test_per_model_gates_survive_include():
 
     s = S.load("all")
     assert s.gate_for("fmnist-resnet", "pruned-90") == 0.95
-    assert s.gate_for("efficientnet-lite0", "int8-static") == 0.99
+    assert s.gate_for("efficientnet-lite0", "int8-static") == 0.98  # its own gate in quant (fidelity on 90 views)
+    assert s.gate_for("efficientnet-lite0", "fp32") == 0.99  # baseline lists it first
     assert s.gate_for("fmnist-resnet", "pruned-structured-50+int8-static") == 0.95
     q = S.load("quant")
     assert {m["name"] for m in q.models} == {"efficientnet-lite0", "fmnist-resnet", "minilm-l6", "resnet50"}
