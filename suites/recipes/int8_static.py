@@ -5,9 +5,11 @@ onnxruntime.quantization.quantize_static over the pre-processed base graph, QDQ 
 per-channel symmetric int8 weights, uint8 asymmetric activations (U8S8, onnxruntime's
 recommended format on x86 CPUs), MinMax calibration over the base's calibration split
 (``calib.npz``, held apart from train and eval). Attention graphs (softmax / layer norm
-present) get only their matrix products quantized; see ``_op_types``. ``reduce_range`` (7-bit weights) avoids
-the u8s8 saturation of AVX2 CPUs without VNNI; it is a parameter, off by default, and
-recorded.
+present) get only their matrix products quantized; see ``_op_types``. ``reduce_range`` (7-bit weights)
+avoids the u8s8 saturation of AVX2 CPUs without VNNI (``vpmaddubsw`` adds pairs of u8 x s8 products
+into int16): on by default, so one artifact is right on every x86 CPU. Measured on the Fashion-MNIST
+ResNet (AVX2, no VNNI): top-1 87.03 % with 8-bit weights (-3.03 points: saturation in the residual
+convolutions) and 90.03 % with reduce_range (fp32: 90.06 %).
 
 No torch form: int8 runs through onnxruntime (the torch runtime refuses int8).
 """
@@ -60,7 +62,7 @@ def _selection(path: Path, op_types) -> tuple[list | None, list | None, str]:
     return list(_MAC_OPS), nodes, "attention graph: weight matrix products only"
 
 
-def apply(base, out_dir: Path, *, per_channel: bool = True, reduce_range: bool = False,
+def apply(base, out_dir: Path, *, per_channel: bool = True, reduce_range: bool = True,
           calibrate_method: str = "MinMax", calib_batch: int = 64, op_types: tuple | None = None) -> dict:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
