@@ -12,7 +12,8 @@ SCENARIOS = ["single-stream", "offline", "server", "multi-stream"]
 
 @click.command("run")
 @click.option("--suite", "suite", default=None, metavar="NAME", help="Suite name (bench list suites) or a .yaml path.")
-@click.option("--backend", default="cpu", show_default=True, help="Backend (bench list backends).")
+@click.option("--backend", default="cpu", show_default=True,
+              help="Backend (bench list backends); a comma list (cpu,cuda) runs each backend's cases.")
 @click.option("--runtime", default=None, help="Runtime of the backend (default: the backend's default).")
 @click.option("--scenario", "scenarios", type=CommaList(choices=SCENARIOS), default=None,
               help="Comma list of single-stream, multi-stream, server, offline (default: the suite's).")
@@ -60,13 +61,23 @@ SCENARIOS = ["single-stream", "offline", "server", "multi-stream"]
                    "Explicit options win.")
 @click.option("--pin", default=None, metavar="CPUS",
               help="Pin every worker to these CPUs, e.g. 2,3 or 2-5 (recorded with each case).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where cases run: this machine, or a Ray cluster (pip install 'bench[fleet]'; docs/fleet.md).")
+@click.option("--address", default=None, metavar="HOST:PORT",
+              help="ray: the cluster's head (default: RAY_ADDRESS, else the cluster started on this machine).")
+@click.option("--node-label", "node_labels", multiple=True, metavar="K=V",
+              help="ray: run cases only on nodes with this label, e.g. accelerator=H100 (repeatable).")
+@click.option("--resource", "resources", multiple=True, metavar="NAME=QTY",
+              help="ray: a custom resource every case needs, e.g. fpga_u250=1 (repeatable).")
+@click.option("--replicas", type=CommaList(int, positive=True), default=None,
+              help="Data-parallel scaling of offline cases: replica counts, e.g. 1,2 (cores locally, nodes on ray).")
 @click.option("--rebuild", is_flag=True, help="Rebuild model artifacts even when cached.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 @click.pass_context
 def command(ctx, suite, backend, runtime, scenarios, batches, min_time, max_time, min_iterations, target_ci,
             threads, case_timeout, out_dir, tags, backend_options, part, precision, reuse_factor, fit, models,
             input_shapes, target_qps, latency_bound, multistream_samples, concurrency, max_queue_delay, driver,
-            repeat, profile, pin, rebuild, quiet):
+            repeat, profile, pin, executor, address, node_labels, resources, replicas, rebuild, quiet):
     """Run a suite on a backend: one isolated worker per case, a table, a record.
 
     Exit 0 when every case is ok, 1 when any case failed or is invalid, 2 on bad input.
@@ -115,6 +126,8 @@ def command(ctx, suite, backend, runtime, scenarios, batches, min_time, max_time
                           "samples_per_query": multistream_samples, "concurrency": concurrency,
                           "max_queue_delay_us": max_queue_delay, "driver": driver},
         repeat=repeat, profile=profile, pin=pin_cpus,
+        executor=executor, address=address, node_labels=parse_kv(node_labels, "node-label"),
+        resources=_resources(resources), replicas=replicas,
     )
     from rich.console import Console
 
@@ -133,6 +146,21 @@ def command(ctx, suite, backend, runtime, scenarios, batches, min_time, max_time
     ctx.exit(exit_code(record))
 
 
+def _resources(items) -> dict:
+    from harness.errors import BenchError
+
+    out = {}
+    for k, v in parse_kv(items, "resource").items():
+        try:
+            q = float(v)
+        except ValueError:
+            q = -1.0
+        if not q > 0:
+            raise BenchError(f"--resource {k}={v}: the quantity must be a positive number")
+        out[k] = q
+    return out
+
+
 class _Progress:
     """An overall bar over the cases, and a live bar for the case in flight.
 
@@ -146,7 +174,7 @@ class _Progress:
         self.quiet = quiet or not console.is_terminal
         self.progress = None
         self.task = None
-        self.case_task = None
+        self.case_tasks: dict = {}  # case index -> progress task (several in flight on a Ray cluster)
         self.case_budget = 1.0
         self._stop = None
 
@@ -173,13 +201,11 @@ class _Progress:
 
     def _tick(self):
         while not self._stop.wait(0.2):
-            task = self.case_task
-            if task is None:
-                continue
-            t = self.progress.tasks[task] if task < len(self.progress.tasks) else None
-            if t is not None and t.started and not t.finished:
-                done = min(t.elapsed or 0.0, self.case_budget * 0.99)
-                self.progress.update(task, completed=done, count=f"{done:.0f}/{self.case_budget:.0f} s max")
+            for task in list(self.case_tasks.values()):
+                t = next((x for x in self.progress.tasks if x.id == task), None)
+                if t is not None and t.started and not t.finished:
+                    done = min(t.elapsed or 0.0, self.case_budget * 0.99)
+                    self.progress.update(task, completed=done, count=f"{done:.0f}/{self.case_budget:.0f} s max")
 
     def event(self, kind: str, data: dict) -> None:
         from harness.cli.table import fmt_rate, fmt_time_ns
@@ -204,7 +230,10 @@ class _Progress:
             self.console.print(f"built {data['model']}/{data['variant']} in {data['seconds']:.1f} s")
         elif kind == "case_start":
             if self.progress is not None:
-                self.case_task = self.progress.add_task(f"  {data['case_id']}", total=self.case_budget,
+                stale = self.case_tasks.pop(data["index"], None)  # the case's previous repeat
+                if stale is not None:
+                    self.progress.remove_task(stale)
+                self.case_tasks[data["index"]] = self.progress.add_task(f"  {data['case_id']}", total=self.case_budget,
                                                         count=f"0/{self.case_budget:.0f} s max")
         elif kind == "case_done":
             c = data["case"]
@@ -215,9 +244,9 @@ class _Progress:
                     "does_not_fit": "[red]✗[/]"}.get(c["status"], "[red]✗[/]")
             self.console.print(f"{mark} {c['case_id']}: {c['status']} · {detail}", highlight=False, soft_wrap=not self.console.is_terminal)
             if self.progress is not None:
-                if self.case_task is not None:
-                    self.progress.remove_task(self.case_task)
-                    self.case_task = None
+                task = self.case_tasks.pop(data["index"], None)
+                if task is not None:
+                    self.progress.remove_task(task)
                 self.progress.advance(self.task)
                 done = int(self.progress.tasks[self.task].completed)
                 self.progress.update(self.task, count=f"{done}/{self.n_cases} cases")

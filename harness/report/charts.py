@@ -10,6 +10,8 @@ Charts (keys, in the order the report shows them):
 6. ``roofline`` — achieved MAC/s vs arithmetic intensity under the device's peak;
 7. ``load`` — server cases: p99 latency against offered load (every QPS step of the peak
    search), the latency bound and the peak found (only when a run has server cases).
+8. ``scaling`` — aggregate throughput vs data-parallel replicas (``bench run --replicas``), with the
+   ideal line; only in reports whose records have a scaling sweep.
 
 A chart without the data it needs is skipped, with the reason stated in the report.
 User-supplied strings are HTML-escaped before they reach plotly (plotly renders a
@@ -35,6 +37,7 @@ TITLES = {
     "cdf": "Latency distribution (CDF of raw samples)",
     "roofline": "Roofline: achieved MAC/s vs arithmetic intensity",
     "load": "Server: p99 latency vs offered load (QPS)",
+    "scaling": "Data-parallel scaling: throughput vs replicas",
 }
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf"]
@@ -391,6 +394,42 @@ def roofline_figure(ds: Dataset):
 
 # --------------------------------------------------------------------------- all
 
+def scaling_figure(ds: Dataset):
+    """Aggregate throughput against replica count per case (measured points), with the ideal
+    line N x X(1) dashed; the hover gives the efficiency X(N) / (N X(1))."""
+    import plotly.graph_objects as go
+
+    rows = [r for r in ds.rows if r.get("scaling") and usable(r)]
+    if not rows:
+        return None, "no usable case has a scaling sweep (bench run --replicas 1,2,...)"
+    fig = go.Figure()
+    xs, ys = [], []
+    for i, r in enumerate(sorted(rows, key=lambda r: (r["platform"], r["case_id"]))):
+        s = r["scaling"]
+        pts = [(n, t, e) for n, t, e in zip(s.get("replicas") or [], s.get("throughput") or [],
+                                            s.get("efficiency") or []) if t]
+        if not pts:
+            continue
+        colour = PALETTE[i % len(PALETTE)]
+        name = _t(f"{r['model']} · {r['variant']} · b{r['batch']} · {r['platform']} ({s.get('placement', '?')})")
+        fig.add_trace(go.Scatter(
+            x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=name, line={"color": colour},
+            customdata=[p[2] for p in pts],
+            hovertemplate=name + "<br>%{x} replicas: %{y:.4g} samples/s, efficiency %{customdata:.2f}<extra></extra>"))
+        one = next((p[1] for p in pts if p[0] == 1), None)
+        if one:
+            fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[0] * one for p in pts], mode="lines",
+                                     name=name + " · ideal", line={"color": colour, "dash": "dot"},
+                                     hoverinfo="skip"))
+        xs += [p[0] for p in pts]
+        ys += [p[1] for p in pts]
+    if not xs:
+        return None, "no scaling sweep has a measured point"
+    _layout(fig, TITLES["scaling"], xaxis=_axis("replicas", xs, 1e9, tickvals=sorted(set(xs)), dtick=None),
+            yaxis=_axis("aggregate throughput (samples/s)", ys, 30))
+    return fig, None
+
+
 def build_charts(ds: Dataset, cdf_cases: list[str] | None = None) -> Charts:
     """Every chart, its caption (plain text) and, for a chart not drawn, the reason."""
     charts = Charts()
@@ -431,6 +470,13 @@ def build_charts(ds: Dataset, cdf_cases: list[str] | None = None) -> Charts:
                           "search tried (ramp, then bisection), one line per case; filled markers are valid steps, "
                           "hollow ones invalid; the dashed line is the case's latency bound. The headline max QPS is "
                           "the highest filled marker. Latency counts from each query's scheduled arrival.")
+    if any(r.get("scaling") for r in ds.rows):  # only runs with --replicas have this chart
+        makers["scaling"] = (scaling_figure,
+                             "Aggregate throughput (all replicas' samples over the union of their windows) "
+                             "against the number of data-parallel replicas (processes pinned to disjoint cores, or "
+                             "one per Ray node), each on its own shard of the queries; dotted: the ideal N x one "
+                             "replica. Efficiency = throughput(N) / (N x throughput(1)) is in the hover and the "
+                             "case records." + left_out)
     for name, (make, caption) in makers.items():
         fig, reason, *extra = make(ds)
         if extra and extra[0] and fig is not None:

@@ -211,6 +211,8 @@ def render_html(report, *, generated_at: _dt.datetime | None = None) -> str:
 
     parts.append('<section id="charts"><h2>Charts</h2>')
     for name, title in TITLES.items():
+        if name not in charts.captions:  # a chart this report has no use for (e.g. scaling without --replicas)
+            continue
         if name in charts.figures:
             parts.append(f'<figure id="figure-{name}"><div class="chart" id="chart-{name}"></div>'
                          f"<figcaption><b>{esc(title)}.</b> {esc(charts.captions[name])}</figcaption></figure>")

@@ -83,6 +83,16 @@ def render_markdown(report) -> str:
                 f"Best usable configuration per suite, model and machine/backend; costs in "
                 f"{md_escape(report.currency)}; power source measured or nameplate.", "",
                 _table("procurement", tabs["procurement"], MD_PROCUREMENT_COLUMNS)]
+    scaled = [r for r in report.dataset.rows if r.get("scaling")] if hasattr(report, "dataset") else []
+    if scaled:
+        out += ["## Data-parallel scaling", "", "| case | platform | placement | replicas | throughput (samples/s) "
+                "| efficiency |", "|---|---|---|---|---|---|"]
+        for r in scaled:
+            s = r["scaling"]
+            for n, t, e in zip(s.get("replicas") or [], s.get("throughput") or [], s.get("efficiency") or []):
+                out.append(f"| {md_escape(r['case_id'])} | {md_escape(r['platform'])} | {md_escape(s.get('placement'))} "
+                           f"| {n} | {'—' if t is None else f'{t:.4g}'} | {'—' if e is None else f'{e:.2f}'} |")
+        out.append("")
     skipped = report.charts.skipped
     if skipped:
         out += ["## Charts not drawn", ""] + [f"- {md_escape(k)}: {md_escape(v)}" for k, v in skipped.items()] + [""]

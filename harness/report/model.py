@@ -215,6 +215,7 @@ def _case_row(record: dict, case: dict, machine: Machine) -> dict:
         "peak_macs_per_s": peak,
         "peak_source": peak_source,
         "memory_bandwidth": bandwidth,
+        "scaling": case.get("scaling") if isinstance(case.get("scaling"), dict) else None,
         # filled in by match_baselines
         "baseline": None,
         "speedup": None,

@@ -1,4 +1,4 @@
-"""The parent side of ``bench run``: plan, artifacts, one worker per case, the record.
+"""The parent side of ``bench run``: plan, artifacts, worker jobs through an executor, the records.
 
 Nothing heavy runs in this process's timed paths: every case is measured in its own
 spawned worker (``harness.run.worker``), so a crash, a hang or an out-of-memory kill costs
@@ -43,6 +43,11 @@ class RunOptions:
     profile: str | None = None  # quick | nightly | rigorous (harness.repeats.PROFILES)
     pin: list[int] | None = None  # CPUs every worker is pinned to
     system_check: bool = True  # take harness.run.syscheck's snapshot before the first case
+    executor: str = "local"  # "local" | "ray" (harness.run.executors)
+    address: str | None = None  # Ray head HOST:PORT (None: RAY_ADDRESS or the local cluster)
+    node_labels: dict = field(default_factory=dict)  # node labels every case needs (Ray)
+    resources: dict = field(default_factory=dict)  # extra custom resources every case needs (Ray)
+    replicas: list[int] | None = None  # data-parallel scaling sweep of offline cases
 
 
 def default_threads() -> int:
@@ -54,11 +59,21 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
-def resolve_backend(name: str, runtime: str | None):
-    """Instantiate the backend and check it (and the runtime) can run here, or raise one line."""
+def resolve_backend(name: str, runtime: str | None, *, check_here: bool = True):
+    """Instantiate the backend and check it (and the runtime) can run here, or raise one line.
+
+    ``check_here=False`` (a remote executor): the cases run on other machines, so only the names
+    are checked here; a node that lacks the backend fails its cases with the worker's reason.
+    """
     from harness.plan.plugins import get_backend
 
     backend = get_backend(name)
+    runtime = runtime or backend.default_runtime
+    if not check_here:
+        if runtime not in backend.runtimes:
+            raise BenchError(f"unknown runtime '{runtime}' for backend '{name}' "
+                             f"(choose from: {', '.join(backend.runtimes)})")
+        return backend, runtime
     av = backend.availability()
     if not av.ok:
         raise BenchError(f"backend '{name}' is not available here: {av.reason}")
@@ -84,48 +99,93 @@ def build_settings(suite_measurement: dict, overrides: dict):
 
 
 def run(opts: RunOptions, *, on_event: Callable[[str, dict], None] | None = None) -> tuple[dict, Path]:
-    """Run a suite; returns ``(record, path)``. ``on_event(kind, data)`` drives the UI."""
-    from harness.run import env as envmod
-    from harness.store import records
+    """Run a suite; returns ``(record, path)``. ``on_event(kind, data)`` drives the UI.
+
+    The planned worker runs (one per case and repeat, round-robin: every case's repeat r before any
+    case's repeat r + 1) are handed to an executor (``harness.run.executors``) one round at a time:
+    locally one after another, or as Ray tasks on the nodes that have what each case needs (the
+    repeats of a case after the first run on the node of its first). Each finished case goes to its
+    journal at once. Under Ray every node that ran cases gets its own record (its ``environment`` is
+    that node's fingerprint); the returned record is then the driver's view of the whole run (all
+    cases, each with its ``machine_id``/``node``) and ``path`` names the files.
+    """
+    from harness.measure.timing import timer_overhead
     from harness.plan import suite as suitemod
     from harness.run import repeats as repeatsmod
-    from harness.measure.timing import timer_overhead
+    from harness.run.executors import get_executor
 
     emit = on_event or (lambda kind, data: None)
     from suites.zoo import byo
 
+    if opts.replicas and "offline" not in (opts.scenarios or ["offline"]):
+        raise BenchError("--replicas measures data-parallel scaling of the offline scenario: add offline to --scenario")
+    if opts.pin and opts.executor != "local":
+        raise BenchError("--pin names CPUs of this machine: it is for --executor local")
     suite = suitemod.load(opts.suite) if opts.suite else byo.default_suite()
-    backend, runtime = resolve_backend(opts.backend, opts.runtime)
-    if hasattr(backend, "check_options"):  # e.g. fpga: unknown part / impossible precision -> one line, exit 2
-        backend.check_options(opts.backend_options)
+    names = [b.strip() for b in opts.backend.split(",") if b.strip()]
+    if not names or len(set(names)) != len(names):
+        raise BenchError(f"--backend {opts.backend}: give one backend, or a comma list without repeats")
+    if len(names) > 1 and opts.runtime:
+        raise BenchError("--runtime applies to one backend; with several backends each uses its default runtime")
+    remote = opts.executor != "local"
+    backends = [resolve_backend(n, opts.runtime, check_here=not remote) for n in names]
+    for backend, _ in backends:
+        if hasattr(backend, "check_options"):  # e.g. fpga: unknown part / impossible precision -> one line, exit 2
+            backend.check_options(opts.backend_options)
     _check_scenario_options(opts.scenario_options)
-    threads = opts.threads or default_threads()
     timeout = opts.case_timeout_s or suite.case_timeout_s or DEFAULT_CASE_TIMEOUT_S
     prof = repeatsmod.profile(opts.profile)
     k = int(opts.repeat or prof["repeat"])
     if k < 1:
         raise BenchError(f"--repeat must be >= 1, got {k}")
     settings = build_settings({**suite.measurement, **prof["measurement"]}, opts.measurement)
+    needs_of = {b.name: backend_needs(b, opts) for b, _ in backends}
+    # the executor joins its cluster and checks labels before anything is built or run
+    executor = get_executor(opts.executor, address=opts.address)
+    try:
+        executor.check(needs_of.values())
+        return _run(opts, suite, backends, needs_of, settings, timeout, k, executor, emit, timer_overhead,
+                    byo, suitemod, repeatsmod)
+    finally:
+        executor.close()
+
+
+def _run(opts, suite, backends, needs_of, settings, timeout, k, executor, emit, timer_overhead, byo, suitemod,
+         repeatsmod):
+    from dataclasses import replace
+
+    from harness.run import env as envmod
+    from harness.run.executors import Job
+    from harness.store import records
+
+    threads = opts.threads or executor.default_threads(next(iter(needs_of.values()))) or default_threads()
     # the user's own models: validated and built up front, so a bad file is one line and exit 2
     user = byo.resolve(opts.user_models, opts.input_shapes, rebuild=opts.rebuild, emit=emit) \
         if opts.user_models else []
     cases = []
-    if suite.models and (opts.models or not user):
-        cases = suitemod.plan(suite, backend=backend.name, runtime=runtime, scenarios=opts.scenarios,
-                              batches=opts.batches, models=opts.models,
-                              multistream_samples=int(opts.scenario_options.get("samples_per_query") or 8))
-    cases += byo.plan(user, backend=backend.name, runtime=runtime, scenarios=opts.scenarios or suite.scenarios,
-                      batches=opts.batches, suite_batches=suite.data.get("batch_sizes"))
+    for backend, runtime in backends:
+        if suite.models and (opts.models or not user):
+            cases += suitemod.plan(suite, backend=backend.name, runtime=runtime, scenarios=opts.scenarios,
+                                   batches=opts.batches, models=opts.models,
+                                   multistream_samples=int(opts.scenario_options.get("samples_per_query") or 8))
+        cases += byo.plan(user, backend=backend.name, runtime=runtime, scenarios=opts.scenarios or suite.scenarios,
+                          batches=opts.batches, suite_batches=suite.data.get("batch_sizes"))
     if not cases:
         raise BenchError(f"suite {suite.name} has no cases for the given filters")
     _check_data({pc.model for pc in cases})
     out_dir = records.check_writable_dir(opts.out_dir)
+    by_name = {b.name: (b, rt) for b, rt in backends}
 
     started = records.utcnow()
     fp = envmod.fingerprint()
-    device = backend.device_name()
-    key_options = _key_options(backend, opts.backend_options)
-    runtime_version = backend.runtime_version(runtime)
+    facts = {b.name: {"device": b.device_name(), "runtime_version": b.runtime_version(rt),
+                      "key_options": _key_options(b, opts.backend_options)} for b, rt in backends}
+    first, first_rt = backends[0]
+
+    def backend_block(b, rt):
+        return {"name": b.name, "runtime": rt, "runtime_version": facts[b.name]["runtime_version"],
+                "device": b.describe(), "simulated": bool(getattr(b, "simulated", False))}
+
     header = {
         "schema_version": records.SCHEMA_VERSION,
         "run_id": records.new_run_id(started),
@@ -139,85 +199,113 @@ def run(opts: RunOptions, *, on_event: Callable[[str, dict], None] | None = None
         "tags": dict(opts.tags),
         "environment": fp,
         "timer": timer_overhead(),
-        "backend": {"name": backend.name, "runtime": runtime, "runtime_version": runtime_version,
-                    "device": backend.describe(), "simulated": bool(getattr(backend, "simulated", False))},
+        "backend": backend_block(first, first_rt),
     }
+    if len(backends) > 1:
+        header["backends"] = [backend_block(b, rt) for b, rt in backends]
     if opts.system_check:
         from harness.run import syscheck
 
         header["system_check"] = syscheck.summary(syscheck.snapshot())
         if header["system_check"]["warnings"]:
             emit("system_warnings", {"warnings": header["system_check"]["warnings"]})
-    journal = records.Journal(out_dir, header)
+    if executor.name != "local":
+        header["executor"] = {**executor.describe(), "fleet_run_id": header["run_id"]}
+    out = _Outputs(header, out_dir, records, local=executor.name == "local")
+
+    def identity(pc):
+        f = facts[pc.backend]
+        return _identity(pc, device=f["device"], runtime_version=f["runtime_version"], threads=threads,
+                         simulated=bool(getattr(by_name[pc.backend][0], "simulated", False)),
+                         options=f["key_options"])
+
     finished: dict[int, dict] = {}
     partial: dict[int, list[dict]] = {}
-    bases: dict[int, dict] = {}
+    first_run: dict[int, object] = {}  # case index -> JobResult of its first worker run
     arts: dict[int, object] = {}
+    scale_later: list[int] = []
     interrupted = False
     emit("start", {"n_cases": len(cases), "run_id": header["run_id"], "suite": suite.name, "repeat": k,
                    "case_budget_s": settings.warmup_max_time_s + settings.max_time_s})
     artifacts: dict[tuple[str, str], object] = {(u.name, "fp32"): u.artifact for u in user}
 
-    def finish(i: int, case: dict) -> None:
-        journal.append(case)
-        finished[i] = case
+    def finish(i: int, case: dict, jr) -> None:
+        finished[i] = case  # first: a Ctrl-C from here on cannot lose it (see the sweep below)
+        if opts.replicas and case["scenario"] == "offline" and case["status"] in ("ok", "invalid"):
+            scale_later.append(i)  # journaled once its scaling sweep is in
+        else:
+            out.append(case, jr)
         emit("case_done", {"index": i, "case": case})
 
+    def job(i: int, r: int, n_jobs: int) -> Job:
+        pc = cases[i]
+        b = by_name[pc.backend][0]
+        payload, env = _payload(pc, arts[i], b, settings, threads, suite, opts, accuracy=r == 0)
+        needs = _with_cpus(needs_of[b.name], threads)
+        if r > 0 and first_run[i].node:  # a case's repeats stay on the machine of its first run
+            needs = replace(needs, labels={**needs.labels, "ray.io/node-id": first_run[i].node["node_id"]})
+        return Job(index=n_jobs, case_id=pc.case_id if k == 1 else f"{pc.case_id} [{r + 1}/{k}]",
+                   target="harness.run.case:run_case", payload=payload, env=env, timeout_s=timeout, needs=needs,
+                   artifact=arts[i], backend_ref=payload["backend_ref"], cpus=opts.pin)
+
     try:
-        # the worker runs in the planned order: round-robin over cases, one repeat at a time
-        for i, r in repeatsmod.schedule(len(cases), k):
-            if i in finished:  # skipped / failed before its last repeat
-                continue
-            pc = cases[i]
-            emit("case_start", {"index": i, "case_id": pc.case_id if k == 1 else f"{pc.case_id} [{r + 1}/{k}]",
-                                "repeat": r})
-            if r == 0:
-                bases[i] = _identity(pc, device=device, runtime_version=runtime_version, threads=threads,
-                                     simulated=bool(getattr(backend, "simulated", False)), options=key_options)
-                art = artifacts.get((pc.model, pc.variant))
-                if art is None:
-                    art = _artifact(pc.model, pc.variant, opts.rebuild, emit)
-                    artifacts[(pc.model, pc.variant)] = art
-                arts[i] = art
-                if isinstance(art, MissingDependency):
-                    finish(i, _finish(bases[i], None, {"status": "skipped", "reason": str(art)}))
+        for i, pc in enumerate(cases):  # artifacts first (built on this machine; shipped to nodes by Ray)
+            art = artifacts.get((pc.model, pc.variant))
+            if art is None:
+                art = _artifact(pc.model, pc.variant, opts.rebuild, emit)
+                artifacts[(pc.model, pc.variant)] = art
+            arts[i] = art
+            if isinstance(art, MissingDependency):
+                finish(i, _finish(identity(pc), None, {"status": "skipped", "reason": str(art)}), None)
+            elif isinstance(art, BenchError):
+                finish(i, _finish(identity(pc), None, {"status": "failed",
+                                                       "reason": f"artifact build failed: {art}"}), None)
+        # the planned worker runs, one round per repeat: round-robin over the cases
+        plan = repeatsmod.schedule(len(cases), k)
+        for r in range(k):
+            todo = [i for i, rr in plan if rr == r and i not in finished]
+            jobs = [job(i, r, n) for n, i in enumerate(todo)]
+            for jr in executor.run(jobs, on_start=lambda j: emit("case_start", {"index": todo[j.index],
+                                                                               "case_id": j.case_id, "repeat": r})):
+                i = todo[jr.job.index]
+                pc = cases[i]
+                if r == 0:
+                    first_run[i] = jr
+                base = _placed(identity(pc), jr)
+                result = _result_from(jr, threads, opts)
+                if k == 1:
+                    if result.get("status") != "failed":
+                        _carry_estimates(result)
+                    finish(i, _finish(base, arts[i], result), jr)
                     continue
-                if isinstance(art, BenchError):
-                    finish(i, _finish(bases[i], None, {"status": "failed", "reason": f"artifact build failed: {art}"}))
-                    continue
-            art = arts[i]
-            result = _measure_once(pc, art, backend, settings, threads, timeout, suite, opts, accuracy=r == 0)
-            if k == 1:
-                if result.get("status") != "failed":
-                    _carry_estimates(result)
-                finish(i, _finish(bases[i], art, result))
-                continue
-            journal.append_repeat(i, r, result)  # measured data is on disk at once
-            partial.setdefault(i, []).append(result)
-            measured = result.get("status") in ("ok", "invalid") and result.get("samples_ns")
-            if r == k - 1 or (r == 0 and not measured):  # done, or nothing to repeat (failed, unsupported)
-                finish(i, _combine(bases[i], art, partial.pop(i), pc, settings))
+                out.append_repeat(i, r, result, jr)  # measured data is on disk at once
+                partial.setdefault(i, []).append(result)
+                measured = result.get("status") in ("ok", "invalid") and result.get("samples_ns")
+                if r == k - 1 or (r == 0 and not measured):  # done, or nothing to repeat (failed, unsupported)
+                    finish(i, _combine(_placed(identity(pc), first_run[i]), arts[i], partial.pop(i), pc, settings),
+                           first_run[i])
+        for i in list(scale_later):
+            emit("scaling", {"case_id": finished[i]["case_id"], "replicas": opts.replicas})
+            j = job(i, 0, 0)
+            finished[i]["scaling"] = measure_scaling(executor, j, opts.replicas, opts.threads, settings)
+            out.append(finished[i], first_run.get(i))
     except KeyboardInterrupt:
         interrupted = True
     done: list[dict] = []
     for i, pc in enumerate(cases):
         if i in finished:
-            done.append(finished[i])
+            case = finished[i]
         elif partial.get(i):  # interrupted between repeats: keep what was measured
-            case = _combine(bases[i], arts[i], partial[i], pc, settings)
+            case = _combine(_placed(identity(pc), first_run.get(i)), arts[i], partial[i], pc, settings)
             note = f"interrupted after {len(partial[i])} of {k} repeats"
             if isinstance(case.get("validity"), dict):
                 case["validity"].setdefault("warnings", []).append(note)
-            done.append(case)
         else:
-            base = bases.get(i) or _identity(pc, device=device, runtime_version=runtime_version, threads=threads,
-                                             simulated=bool(getattr(backend, "simulated", False)), options=key_options)
-            done.append(_finish(base, None, {"status": "skipped",
-                                             "reason": "interrupted (Ctrl-C) before this case ran"}))
-    record = dict(header)
-    record.update(finished_at=records.isoformat(records.utcnow()), interrupted=interrupted, cases=done)
-    path = records.write_record(record, out_dir)
-    journal.remove()
+            case = _finish(identity(pc), None, {"status": "skipped",
+                                                "reason": "interrupted (Ctrl-C) before this case ran"})
+        out.append(case, first_run.get(i))  # does nothing for a case already in its record
+        done.append(case)
+    record, path = out.write(records.isoformat(records.utcnow()), interrupted, done)
     if interrupted:
         raise RunInterrupted(record, path)
     return record, path
@@ -229,6 +317,66 @@ def _check_data(models: set[str]) -> None:
     from suites import datasets
 
     datasets.require_models(models)
+
+
+class _Outputs:
+    """Journals and records of one run: one of each locally; under Ray one per node that ran cases
+    (``environment`` = that node's fingerprint) plus one on the driver for cases that ran nowhere
+    (skipped: no matching node, interrupted; failed: node lost and no retry)."""
+
+    def __init__(self, header: dict, out_dir, records, *, local: bool):
+        self.header, self.out_dir, self.records, self.local = header, out_dir, records, local
+        self.groups: dict = {}  # node id (None: the driver) -> {"header", "journal", "cases"}
+        if local:
+            self._group(None, None, None)
+
+    def _group(self, node_id, machine, node):
+        g = self.groups.get(node_id)
+        if g is None:
+            h = dict(self.header)
+            if not self.local:
+                h["run_id"] = self.records.new_run_id()
+                if machine:
+                    h["environment"] = machine
+                h["executor"] = {**self.header["executor"], "node": node, "role": "node" if node else "driver"}
+            g = self.groups[node_id] = {"header": h, "journal": self.records.Journal(self.out_dir, h), "cases": []}
+        return g
+
+    def _of(self, jr):
+        node = getattr(jr, "node", None)
+        return self._group(node["node_id"] if node else None, getattr(jr, "machine", None), node)
+
+    def append(self, case: dict, jr) -> None:
+        """Into its record first, then its journal; a second call for the same case does nothing."""
+        if any(c is case for g in self.groups.values() for c in g["cases"]):
+            return
+        g = self._of(jr)
+        g["cases"].append(case)
+        g["journal"].append(case)
+
+    def append_repeat(self, index: int, repeat: int, result: dict, jr) -> None:
+        self._of(jr)["journal"].append_repeat(index, repeat, result)
+
+    def write(self, finished_at: str, interrupted: bool, all_cases: list):
+        paths = []
+        written = {}
+        order = {id(c): n for n, c in enumerate(all_cases)}
+        for g in self.groups.values():
+            rec = dict(g["header"])
+            rec.update(finished_at=finished_at, interrupted=interrupted,
+                       cases=sorted(g["cases"], key=lambda c: order.get(id(c), 0)))
+            p = self.records.write_record(rec, self.out_dir)
+            g["journal"].remove()
+            paths.append(p)
+            written[rec["run_id"]] = str(p)
+        if self.local:
+            rec = dict(self.groups[None]["header"])
+            rec.update(finished_at=finished_at, interrupted=interrupted, cases=all_cases)
+            return rec, paths[0]
+        view = dict(self.header)
+        view["executor"] = {**self.header["executor"], "records": written}
+        view.update(finished_at=finished_at, interrupted=interrupted, cases=all_cases)
+        return view, ", ".join(str(p) for p in paths)
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -299,10 +447,8 @@ def _combine(base: dict, art, results: list[dict], pc, settings) -> dict:
     return _finish(base, art, result)
 
 
-def _measure_once(pc, art, backend, settings, threads, timeout, suite, opts, *, accuracy: bool = True) -> dict:
-    """One worker process measuring one case: the measured part of a case record (not yet keyed)."""
-    from harness.run.worker import run_in_worker
-
+def _payload(pc, art, backend, settings, threads, suite, opts, *, accuracy: bool = True) -> tuple[dict, dict]:
+    """What one worker run of case ``pc`` gets: its payload and its environment."""
     payload = {
         "case": pc.as_dict(),
         "artifact_dir": str(art.dir),
@@ -321,7 +467,29 @@ def _measure_once(pc, art, backend, settings, threads, timeout, suite, opts, *, 
     }
     env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "OPENBLAS_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-    wr = run_in_worker("harness.run.case:run_case", payload, timeout_s=timeout, env=env, cpus=opts.pin)
+    return payload, env
+
+
+def _placed(base: dict, jr) -> dict:
+    """A case's identity with where it ran: the node's own device name (e.g. its CPU model, not the
+    driver's), its node and machine id, and the attempts lost with a node before."""
+    if jr is None:
+        return base
+    base = dict(base)
+    if jr.device:
+        base["device"] = jr.device
+    if jr.node is not None:
+        base.update(node=jr.node, machine_id=(jr.machine or {}).get("machine_id"))
+    if jr.retries:
+        base["retries"] = jr.retries
+    return base
+
+
+def _result_from(jr, threads: int, opts) -> dict:
+    """The measured part of a case record from one executor JobResult (not yet keyed)."""
+    if jr.status is not None:  # the job never finished: no matching node, node lost
+        return {"status": jr.status, "reason": jr.reason}
+    wr = jr.worker
     worker = wr.to_record()
     if wr.ok and wr.result is not None:
         result = dict(wr.result)
@@ -337,6 +505,68 @@ def _measure_once(pc, art, backend, settings, threads, timeout, suite, opts, *, 
             result["pinned_cpus"] = worker.get("cpus")
         return result
     return {"status": "failed", "reason": wr.reason or "worker failed", "worker": worker}
+
+
+def backend_needs(backend, opts) -> "Needs":
+    """What a node needs to run this backend's cases: the backend's own ``fleet_resources``
+    (e.g. ``{"GPU": 1}``), else GPU for cuda / TPU for tpu; plus --resource and --node-label."""
+    from harness.run.executors import Needs
+
+    res = getattr(backend, "fleet_resources", None)
+    if res is None:
+        res = {"cuda": {"GPU": 1}, "tpu": {"TPU": 1}}.get(backend.name, {})
+    return Needs(cpus=1, resources={**res, **opts.resources}, labels=dict(opts.node_labels))
+
+
+def _with_cpus(needs, threads: int):
+    from dataclasses import replace
+
+    return replace(needs, cpus=threads)
+
+
+def measure_scaling(executor, job, replicas: list[int], threads: int | None, settings) -> dict:
+    """Data-parallel scaling of one offline case: 1 replica (calibration: runs ``target_s`` and
+    counts its queries Q), then each N > 1 on Q queries sharded N ways; see harness.measure.scaling."""
+    from harness.measure.scaling import aggregate, scaling_table
+
+    counts = sorted(set([1, *replicas]))
+    if executor.name == "local":
+        from harness.run.executors.local import available_cores
+
+        per = threads or max(1, len(available_cores()) // max(counts))
+    else:
+        per = job.payload["threads"]
+    target_s = max(settings.min_time_s, min(settings.max_time_s, 2.0))
+    base = {**job.payload, "target_s": target_s, "go_timeout_s": job.timeout_s}
+    points = []
+    q_total = None
+    for n in counts:
+        if n > 1 and q_total is None:
+            points.append({"replicas": n, "status": "skipped", "reason": "the one-replica run failed"})
+            continue
+        from dataclasses import replace
+
+        j = replace(job, payload={**base, "queries": q_total})
+        res = executor.run_replicas(j, n, per)
+        if res["status"] != "ok":
+            points.append({"replicas": n, "status": res["status"], "reason": res["reason"]})
+            continue
+        bad = [w for w in res["workers"] if not (w.ok and w.result)]
+        if bad:
+            points.append({"replicas": n, "status": "failed", "reason": f"replica failed: {bad[0].reason}"})
+            continue
+        windows = [w.result for w in res["workers"]]
+        agg = aggregate(windows)
+        if n == 1:
+            q_total = windows[0]["queries"]
+        points.append({"replicas": n, "status": "ok", "throughput": agg["throughput"],
+                       "per_replica": agg["per_replica"], "sum_of_replicas": agg["sum_of_replicas"],
+                       "overlap": agg["overlap"], "wall_s": agg["wall_s"], "samples": agg["samples"],
+                       "queries": sum(w["queries"] for w in windows), "where": res["where"]})
+    table = scaling_table(points)
+    table.update(placement="cores" if executor.name == "local" else "nodes", threads_per_replica=per,
+                 queries=q_total, unit="samples/s")
+    return table
 
 
 def _check_scenario_options(o: dict) -> None:
