@@ -21,6 +21,11 @@ sets ``max_concurrency = N > 1`` declares ``run`` thread-safe: the harness may c
 to N threads at once on the same prepared model (each call with its own inputs, each returning
 its own outputs). The default, 1, means a plain synchronous ``run``: the harness then keeps one
 query in flight and records ``concurrency: 1`` with the reason.
+
+A generative model (an LLM artifact, ``meta["kind"] == "llm"``) is prepared with
+``backend.prepare_generation(...)`` instead and yields a :class:`GenerationSession`: the
+harness calls ``prefill`` once per request batch, then ``decode`` once per further token,
+and reads its own clock after each call returns (a timestamp per generated token).
 """
 from __future__ import annotations
 
@@ -102,6 +107,54 @@ class Session:
         """Release the session's resources."""
 
 
+class GenerationSession:
+    """A causal LM prepared for generation: prefill, then decode with a KV cache.
+
+    Every call returns host token ids (numpy int64, shape ``(batch,)``) that are fully
+    computed, so a clock read right after the call is the token's arrival time. Decoding is
+    greedy and runs to the requested length (an end-of-sequence token does not stop it, as
+    in vLLM's ``ignore_eos`` benchmarks), so every request yields exactly the tokens asked.
+    """
+
+    info: dict[str, Any]
+    #: the longest sequence (prompt + generated) the model accepts
+    max_context: int = 0
+
+    def __init__(self) -> None:
+        self.info = {}
+
+    def prefill(self, input_ids: Any) -> Any:
+        """Start a new request batch: run the prompt ``(batch, prompt_len)`` through the model,
+        fill the KV cache, return the first generated token of each sequence."""
+        raise NotImplementedError
+
+    def decode(self) -> Any:
+        """Feed the last generated tokens, extend the cache by one, return the next tokens."""
+        raise NotImplementedError
+
+    def kv_cache_bytes(self) -> int:
+        """Bytes the KV cache holds right now (read from the cache's tensors)."""
+        raise NotImplementedError
+
+    def logits(self, input_ids: Any) -> Any:
+        """Teacher-forced forward pass without a cache: float32 ``(batch, len, vocab)`` log-its,
+        for perplexity and scoring (accuracy goes through the session that was timed)."""
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Drop the KV cache (the next call must be ``prefill``)."""
+
+    def memory(self) -> dict[str, Any] | None:
+        """Memory facts: weights bytes, device peak where there is a device allocator."""
+        return None
+
+    def energy_meter(self):
+        return None
+
+    def close(self) -> None:
+        """Release the session's resources."""
+
+
 @dataclass
 class Backend:
     """Base class of a hardware target. Subclass it and register an entry point."""
@@ -139,3 +192,8 @@ class Backend:
     def prepare(self, artifact: "Any", *, precision: str, batch: int, threads: int,
                 runtime: str, options: Mapping[str, Any] | None = None) -> Session:
         raise NotImplementedError
+
+    def prepare_generation(self, artifact: "Any", *, precision: str, batch: int, threads: int,
+                           runtime: str, options: Mapping[str, Any] | None = None) -> GenerationSession:
+        """A :class:`GenerationSession` for an LLM artifact; ``UnsupportedCase`` where there is no path."""
+        raise UnsupportedCase(f"backend {self.name} has no generation (LLM) path")

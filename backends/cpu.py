@@ -150,6 +150,8 @@ class CPUBackend(Backend):
 
     def __init__(self):
         super().__init__(name="cpu", runtimes=("onnxruntime", "torch", "tensorflow"), default_runtime="onnxruntime")
+        #: the runtime of generative (LLM) cases when none is asked for
+        self.generation_runtime = "torch"
 
     def availability(self) -> Availability:
         return Availability(True, "host CPU")
@@ -197,3 +199,12 @@ class CPUBackend(Backend):
             return tf_runtime.prepare(artifact, precision=precision, batch=batch, threads=threads, options=options,
                                       device="/CPU:0")
         raise UnsupportedCase(f"unknown runtime '{runtime}' for cpu")
+
+    def prepare_generation(self, artifact, *, precision, batch, threads, runtime, options=None):
+        """LLM generation: torch (transformers model, KV cache, weight-only int8/int4 kernels)."""
+        if runtime != "torch":
+            raise UnsupportedCase(f"LLM generation on cpu/{runtime}: not built -- it needs a decoder exported with "
+                                  "past key/values and a cache-feeding loop (or onnxruntime-genai); use --runtime torch")
+        from backends import llm_torch
+
+        return llm_torch.prepare(artifact, precision=precision, threads=threads, device="cpu", options=options)

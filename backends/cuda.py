@@ -1316,6 +1316,15 @@ class CUDABackend(Backend):
             return self.ort_info().get("version")
         return None
 
+    def prepare_generation(self, artifact, *, precision, batch, threads, runtime, options=None):
+        """LLM generation on cuda:N through torch (fp32/fp16/bf16; weight-only int8/int4 are CPU-only here)."""
+        if runtime != "torch":
+            raise UnsupportedCase(f"LLM generation on cuda/{runtime}: not built; use --runtime torch")
+        from backends import llm_torch
+
+        device = f"cuda:{int((options or {}).get('device', 0))}"
+        return llm_torch.prepare(artifact, precision=precision, threads=threads, device=device, options=options)
+
     def prepare(self, artifact, *, precision, batch, threads, runtime, options=None) -> Session:
         options = dict(options or {})
         if runtime == "torch":

@@ -31,6 +31,8 @@ def artifact_for(model: str, variant: str = BASE_VARIANT, *, rebuild: bool = Fal
                  root: Path | None = None) -> tuple[Artifact, bool]:
     """Return ``(artifact, built_now)`` for a zoo model's variant."""
     spec = zoo.get(model)
+    if spec.kind == "llm":
+        return _llm_artifact(spec, variant, rebuild=rebuild, root=root)
     recipe = variant_recipe(variant)
     builder_module = spec.builder.partition(":")[0]
     modules = list(_BUILD_MODULES) + [builder_module, *getattr(spec, "modules", ()), *recipe.modules]
@@ -51,6 +53,26 @@ def artifact_for(model: str, variant: str = BASE_VARIANT, *, rebuild: bool = Fal
                        params={**recipe.params, "base_key": base.key, "student": spec.student},
                        seed=spec.seed, versions=versions)
     return get_or_build(model, variant, key, lambda d: _build_variant(spec, base, recipe, d), root=root,
+                        rebuild=rebuild)
+
+
+def _llm_artifact(spec, variant: str, *, rebuild: bool, root: Path | None) -> tuple[Artifact, bool]:
+    """A generative LLM: the fp32 base is the converted checkpoint; variants are meta that point at it
+    (the session casts or quantizes the weights at load time; suites/zoo/llm.py)."""
+    from suites.zoo import llm
+
+    if variant not in llm.VARIANTS:
+        raise BenchError(f"unknown variant '{variant}' for LLM {spec.name} (choose from: {', '.join(llm.VARIANTS)})")
+    modules = ["suites.build", "harness.plan.artifacts", spec.builder.partition(":")[0], *spec.modules]
+    versions = {**package_versions(("torch", "numpy")), **package_versions(spec.packages)}
+    if variant == BASE_VARIANT:
+        key = artifact_key(model=spec.name, variant=variant, modules=modules, params={}, seed=spec.seed,
+                           versions=versions)
+        return get_or_build(spec.name, variant, key, llm.build_base, root=root, rebuild=rebuild)
+    base, _ = artifact_for(spec.name, BASE_VARIANT, root=root)
+    key = artifact_key(model=spec.name, variant=variant, modules=modules, params={"base_key": base.key},
+                       seed=spec.seed, versions=versions)
+    return get_or_build(spec.name, variant, key, lambda d: llm.build_variant(d, base, variant), root=root,
                         rebuild=rebuild)
 
 

@@ -19,12 +19,13 @@ def test_registry_is_consistent():
     assert {"mlp-digits", "cnn-digits", "jet-mlp", "resnet18", "mobilenetv2", "minilm-l6"} <= set(zoo.MODELS)
     for name, spec in zoo.MODELS.items():
         assert spec.name == name
-        assert spec.task in ("classification", "fidelity")
+        assert spec.task in ("classification", "fidelity", "generation")
+        assert (spec.task == "generation") == (spec.kind == "llm")
         module, _, fn = spec.builder.partition(":")
         assert callable(getattr(importlib.import_module(module), fn)), spec.builder
         for m in spec.modules:
             assert importlib.util.find_spec(m) is not None, m
-        if spec.task == "fidelity":
+        if spec.task in ("fidelity", "generation"):
             assert spec.student is None, f"{name}: no labels, nothing to distill against"
         else:
             assert spec.student, f"{name}: trained models name a student for the distill recipe"

@@ -23,10 +23,26 @@ from harness.errors import BenchError
 @click.option("--per-op", is_flag=True, help="Also print the per-operator breakdown.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
 @click.option("--variant", default="fp32", show_default=True, help="Variant of a zoo model (ignored for files).")
-def command(model: str, input_shapes: tuple[str, ...], per_op: bool, as_json: bool, variant: str) -> None:
+@click.option("--context", type=int, default=512, show_default=True,
+              help="LLM: context length (tokens in the KV cache) for FLOPs per generated token.")
+@click.option("--train-tokens", type=float, default=None,
+              help="LLM: training tokens D for 6ND (default: 2e12, SmolLM2-135M's stated training set).")
+@click.option("--peak-tflops", type=float, default=None,
+              help="LLM: peak throughput for the training-time estimate (default: fp32 GEMM measured here).")
+def command(model: str, input_shapes: tuple[str, ...], per_op: bool, as_json: bool, variant: str, context: int,
+            train_tokens: float | None, peak_tflops: float | None) -> None:
     """Count parameters, MACs (1 multiply-accumulate = 1; conv and matrix products only),
-    size on disk, weight sparsity and bit-widths of MODEL_OR_ONNX_FILE."""
+    size on disk, weight sparsity and bit-widths of MODEL_OR_ONNX_FILE.
+
+    For a generative LLM (zoo model smollm2-135m, or a local checkpoint directory): parameters
+    (embedding tied or not), FLOPs per generated token at --context, KV-cache bytes per token per
+    precision and the training compute 6ND with its time at a peak throughput."""
     from harness.plan import complexity
+
+    facts = _llm_facts(model)
+    if facts is not None:
+        _llm_complexity(model, facts, context, train_tokens, peak_tflops, as_json)
+        return
 
     shapes: dict = {}
     for text in input_shapes:
@@ -46,6 +62,79 @@ def command(model: str, input_shapes: tuple[str, ...], per_op: bool, as_json: bo
         click.echo(json.dumps(result, indent=2, default=str))
         return
     _print_tables(result, per_op)
+
+
+DEFAULT_TRAIN_TOKENS = 2e12  # SmolLM2-135M's model card: trained on 2 trillion tokens
+
+
+def _llm_facts(model: str) -> dict | None:
+    """Model facts of a generative LLM (zoo LLM or checkpoint directory), else None."""
+    from suites import zoo
+
+    if model in zoo.MODELS and zoo.MODELS[model].kind == "llm":
+        from suites.build import artifact_for
+
+        artifact, _ = artifact_for(model)
+        return artifact.meta["model_facts"]
+    if os.path.isdir(model):
+        from suites.zoo.llm import check_checkpoint, model_facts
+
+        return model_facts(check_checkpoint(model))
+    return None
+
+
+def measured_peak_flops(n: int = 1024, reps: int = 5) -> float:
+    """fp32 GEMM FLOP/s measured here (best of ``reps`` n x n x n products, 2 n^3 FLOPs each)."""
+    import time
+
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best
+
+
+def _llm_complexity(model, facts, context, train_tokens, peak_tflops, as_json) -> None:
+    from harness.plan.complexity_llm import llm_counts
+
+    if context < 0 or context > facts["max_context"]:
+        raise BenchError(f"--context {context}: must be within the model's context window (0..{facts['max_context']})")
+    if train_tokens is not None and train_tokens <= 0:
+        raise BenchError("--train-tokens must be > 0")
+    if peak_tflops is not None and peak_tflops <= 0:
+        raise BenchError("--peak-tflops must be > 0")
+    tokens = train_tokens or DEFAULT_TRAIN_TOKENS
+    peak, peak_src = (peak_tflops * 1e12, "stated") if peak_tflops else (measured_peak_flops(), "measured fp32 GEMM here")
+    c = llm_counts(facts, context, train_tokens=tokens, peak_flops=peak)
+    c["training"]["peak_source"] = peak_src
+    c["training"]["tokens_source"] = "given" if train_tokens else "SmolLM2-135M model card (2 T tokens)"
+    c = {"model": model, "facts": facts, **c}
+    if as_json:
+        click.echo(json.dumps(c, indent=2, default=str))
+        return
+    from harness.plan.complexity import format_count
+
+    p, f, t = c["param_counts"], c["flops"], c["training"]
+    lines = [
+        f"complexity of {model} (decoder-only LLM, {facts['layers']} layers, d_model {facts['d_model']}, "
+        f"{facts['heads']} heads / {facts['kv_heads']} KV heads of {facts['head_dim']})",
+        f"  parameters          {p['total']:,} ({format_count(p['total'])}); embedding {p['embedding']:,} "
+        f"{'tied to the LM head (counted once)' if p['tied_embedding'] else '+ separate LM head ' + format(p['lm_head'], ',')}",
+        f"  non-embedding N     {p['non_embedding']:,} ({format_count(p['non_embedding'])})",
+        f"  FLOPs / token @{context:<5} {f['flops_per_token']:,} ({format_count(f['flops_per_token'])}) = "
+        f"2N {f['dense']:,} + attention {f['attention']:,}",
+        f"  ... with LM head    {f['flops_per_token_with_head']:,} ({format_count(f['flops_per_token_with_head'])})",
+        "  KV cache / token    " + ", ".join(f"{k} {v:,} B" for k, v in c["kv_bytes_per_token"].items()),
+        f"  training 6ND        {t['flops']:.3e} FLOPs for D = {t['tokens']:.3g} tokens ({t['tokens_source']}); "
+        f"{t['seconds_at_peak'] / 86400:,.1f} days at {t['peak_flops'] / 1e12:,.3g} TFLOP/s ({t['peak_source']})",
+        f"  convention: {c['convention']}",
+    ]
+    click.echo("\n".join(lines))
 
 
 def _resolve(model: str, variant: str, shapes: dict, tmp: str) -> tuple[str, str]:

@@ -178,6 +178,37 @@ def print_rows(rows: list[dict], cols: list[str], title: str | None = None, cons
 _MARKUP = __import__("re").compile(r"\[/?[a-z ]*\]")
 
 
+def generation_table(record: dict):
+    """Generative (LLM) cases: TTFT, TPOT, tokens/s, KV cache and accuracy per case (None if none)."""
+    from rich.table import Table
+
+    cases = [c for c in record["cases"] if c.get("ttft_ns") or c.get("generation")]
+    if not cases:
+        return None
+    t = Table(title="generation (LLM): first length point of each case; all points in the record",
+              title_justify="left")
+    for col in ("model", "variant", "prec", "batch", "scenario", "prompt/out", "TTFT p50", "TPOT p50", "TPOT p99",
+                "tok/s", "prefill tok/s", "KV cache", "ppl", "top-1", "zero-shot", "status"):
+        t.add_column(col, justify="left" if col in ("model", "variant", "prec", "scenario", "status") else "right",
+                     no_wrap=True)
+    for c in cases:
+        pts = (c.get("generation") or {}).get("points") or []
+        p0 = pts[0] if pts else {}
+        ttft, tpot = c.get("ttft_ns") or {}, c.get("tpot_ns") or {}
+        acc = c.get("accuracy") or {}
+        kv = (c.get("memory") or {}).get("kv_cache_bytes")
+        t.add_row(c["model"], c["variant"], c["precision"], str(c["batch"]), c["scenario"],
+                  f"{p0.get('prompt_len', '-')}/{p0.get('output_len', '-')}", fmt_time_ns(ttft.get("p50")),
+                  fmt_time_ns(tpot.get("p50")), fmt_time_ns(tpot.get("p99")),
+                  fmt_rate((c.get("tokens_per_s") or {}).get("aggregate")), fmt_rate(p0.get("prefill_tokens_per_s_p50")),
+                  "-" if not kv else f"{kv / 2**20:.1f} MiB",
+                  "-" if acc.get("perplexity") is None else f"{acc['perplexity']:.3f}",
+                  "-" if acc.get("next_token_top1") is None else f"{acc['next_token_top1'] * 100:.1f}%",
+                  "-" if acc.get("zero_shot_accuracy") is None else f"{acc['zero_shot_accuracy'] * 100:.1f}%",
+                  c["status"])
+    return t
+
+
 def print_run(record: dict, path=None, console=None) -> None:
     from rich.console import Console
 
@@ -196,6 +227,9 @@ def print_run(record: dict, path=None, console=None) -> None:
         console.print(table)
     for note in notes:
         console.print(note, highlight=False, markup=False, soft_wrap=plain)
+    gen = generation_table(record)
+    if gen is not None:
+        console.print(gen)
     counts: dict[str, int] = {}
     for c in record["cases"]:
         counts[c["status"]] = counts.get(c["status"], 0) + 1

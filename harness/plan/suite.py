@@ -134,6 +134,14 @@ def _check_names(suite: Suite) -> None:
     for m in suite.models:
         if m["name"] not in zoo.MODELS:
             raise BenchError(f"suite {suite.path}: unknown model '{m['name']}' (choose from: {', '.join(zoo.MODELS)})")
+        if zoo.MODELS[m["name"]].kind == "llm":  # generative: variants are made at load time
+            from suites.zoo.llm import VARIANTS
+
+            bad = [v for v in m["variants"] if v not in VARIANTS]
+            if bad:
+                raise BenchError(f"suite {suite.path}: unknown variant '{bad[0]}' for LLM {m['name']} "
+                                 f"(choose from: {', '.join(VARIANTS)})")
+            continue
         for v in m["variants"]:
             if v not in RECIPES:
                 raise BenchError(f"suite {suite.path}: unknown variant '{v}' (choose from: {', '.join(RECIPES)})")
@@ -158,9 +166,14 @@ class PlannedCase:
                 "precision": self.precision, "batch": self.batch, "scenario": self.scenario}
 
 
-def variant_precision(variant: str) -> str:
+def variant_precision(variant: str, model: str | None = None) -> str:
+    from suites import zoo
     from suites.recipes import get_recipe
 
+    if model in zoo.MODELS and zoo.MODELS[model].kind == "llm":
+        from suites.zoo.llm import VARIANTS
+
+        return VARIANTS[variant]
     return get_recipe(variant).precision
 
 
@@ -179,7 +192,7 @@ def plan(suite: Suite, *, backend: str, runtime: str, scenarios: list[str] | Non
         selected = [m for m in suite.models if m["name"] in models]
     for m in selected:
         for variant in m["variants"]:
-            prec = variant_precision(variant)
+            prec = variant_precision(variant, m["name"])
             for sc in (scen if scenarios else (m.get("scenarios") or scen)):
                 # server queries are single samples (batched only by the SUT's dynamic batching);
                 # a multi-stream query of 8 samples runs as one batch of 8 unless --batch says otherwise

@@ -38,7 +38,11 @@ TITLES = {
     "roofline": "Roofline: achieved MAC/s vs arithmetic intensity",
     "load": "Server: p99 latency vs offered load (QPS)",
     "scaling": "Data-parallel scaling: throughput vs replicas",
+    "llm_latency": "LLM: time to first token and time per output token",
+    "llm_tokens": "LLM: output tokens/s vs batch size",
+    "llm_perplexity": "LLM: perplexity and zero-shot accuracy vs precision",
 }
+NO_LLM = "no generative (LLM) case"
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf"]
 MAX_CDF_CASES = 8
@@ -430,6 +434,81 @@ def scaling_figure(ds: Dataset):
     return fig, None
 
 
+# --------------------------------------------------------------------------- 7-9. generative LLM cases
+
+def _llm_rows(ds: Dataset) -> list[dict]:
+    return [r for r in ds.rows if usable(r) and r.get("tpot_p50") is not None]
+
+
+def llm_latency_figure(ds: Dataset):
+    """TTFT and TPOT (p50 bars, p99 whiskers) per model/variant/platform, single-stream cases."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    rows = [r for r in _llm_rows(ds) if r["scenario"] == "single-stream"]
+    if not rows:
+        return None, NO_LLM
+    rows.sort(key=lambda r: (r["model"], r["variant"] != ds.baseline, r["variant"], r["platform"]))
+    labels = [_t(f"{r['model']} · {r['variant']} · {r['platform']}") for r in rows]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("TTFT (ms)", "TPOT (ms)"))
+    for col, key in ((1, "ttft"), (2, "tpot")):
+        p50 = [_ms(r[f"{key}_p50"]) for r in rows]
+        p99 = [_ms(r[f"{key}_p99"]) for r in rows]
+        fig.add_trace(go.Bar(x=labels, y=p50, name=f"{key.upper()} p50", marker_color=PALETTE[col - 1],
+                             error_y={"type": "data", "symmetric": False,
+                                      "array": [(b - a) if a is not None and b is not None else 0
+                                                for a, b in zip(p50, p99)]},
+                             hovertemplate="%{x}<br>p50 %{y:.4g} ms<extra></extra>"), row=1, col=col)
+    _layout(fig, TITLES["llm_latency"])
+    return fig, None
+
+
+def llm_tokens_figure(ds: Dataset):
+    """Aggregate output tokens/s against batch size per model/variant/platform."""
+    import plotly.graph_objects as go
+
+    lines: dict[tuple, list[dict]] = defaultdict(list)
+    for r in _llm_rows(ds):
+        if r["tokens_per_s"]:
+            lines[(r["platform"], r["model"], r["variant"])].append(r)
+    if not lines:
+        return None, NO_LLM
+    fig = go.Figure()
+    batches = []
+    for i, key in enumerate(sorted(lines)):
+        lrs = sorted(lines[key], key=lambda r: r["batch"])
+        batches += [r["batch"] for r in lrs]
+        fig.add_trace(go.Scatter(x=[r["batch"] for r in lrs], y=[r["tokens_per_s"] for r in lrs],
+                                 mode="lines+markers", name=_t(f"{key[1]} · {key[2]} · {key[0]}"),
+                                 line={"color": PALETTE[i % len(PALETTE)]},
+                                 hovertemplate="batch %{x}: %{y:.4g} tokens/s<extra></extra>"))
+    _layout(fig, TITLES["llm_tokens"], xaxis={"title": "batch size", "tickvals": sorted(set(batches))},
+            yaxis={"title": "output tokens/s (aggregate)"})
+    return fig, None
+
+
+def llm_perplexity_figure(ds: Dataset):
+    """Perplexity (bars, lower is better) and zero-shot accuracy (markers) per variant."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    rows = [r for r in ds.rows if r.get("perplexity") is not None and r["status"] in ("ok", "invalid")]
+    if not rows:
+        return None, NO_LLM
+    rows.sort(key=lambda r: (r["model"], r["variant"] != ds.baseline, r["variant"], r["platform"]))
+    labels = [_t(f"{r['model']} · {r['variant']} ({r['precision']})") for r in rows]
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(go.Bar(x=labels, y=[r["perplexity"] for r in rows], name="perplexity",
+                         marker_color=PALETTE[0]), secondary_y=False)
+    fig.add_trace(go.Scatter(x=labels, y=[100 * r["zero_shot"] if r["zero_shot"] is not None else None
+                                          for r in rows], name="zero-shot accuracy (%)", mode="markers",
+                             marker={"color": PALETTE[1], "size": 11}), secondary_y=True)
+    _layout(fig, TITLES["llm_perplexity"])
+    fig.update_yaxes(title_text="perplexity (lower is better)", secondary_y=False)
+    fig.update_yaxes(title_text="zero-shot accuracy (%)", secondary_y=True)
+    return fig, None
+
+
 def build_charts(ds: Dataset, cdf_cases: list[str] | None = None) -> Charts:
     """Every chart, its caption (plain text) and, for a chart not drawn, the reason."""
     charts = Charts()
@@ -477,8 +556,21 @@ def build_charts(ds: Dataset, cdf_cases: list[str] | None = None) -> Charts:
                              "one per Ray node), each on its own shard of the queries; dotted: the ideal N x one "
                              "replica. Efficiency = throughput(N) / (N x throughput(1)) is in the hover and the "
                              "case records." + left_out)
+    makers.update({
+        "llm_latency": (llm_latency_figure,
+                        "Generative (LLM) single-stream cases: p50 time to first token and time per output token "
+                        "(bars) with p99 whiskers, first (prompt, output) length point of each case."),
+        "llm_tokens": (llm_tokens_figure,
+                       "Generative (LLM) cases: aggregate output tokens/s against batch size (static batching; "
+                       "batch 1 is single-stream)."),
+        "llm_perplexity": (llm_perplexity_figure,
+                           "Generative (LLM) variants: perplexity on the held text (bars, lower is better) and "
+                           "zero-shot sentiment accuracy (markers), as measured through each variant's session."),
+    })
     for name, (make, caption) in makers.items():
         fig, reason, *extra = make(ds)
+        if fig is None and reason == NO_LLM:
+            continue  # a report without LLM cases does not mention the LLM charts
         if extra and extra[0] and fig is not None:
             caption += " Not drawn, peak unknown: " + ", ".join(extra[0]) + "."
         if fig is None:

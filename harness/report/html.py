@@ -216,7 +216,7 @@ def render_html(report, *, generated_at: _dt.datetime | None = None) -> str:
         if name in charts.figures:
             parts.append(f'<figure id="figure-{name}"><div class="chart" id="chart-{name}"></div>'
                          f"<figcaption><b>{esc(title)}.</b> {esc(charts.captions[name])}</figcaption></figure>")
-        else:
+        elif name in charts.skipped:  # LLM charts are neither drawn nor mentioned without LLM cases
             parts.append(f'<div class="skipped" id="skipped-{name}"><b>{esc(title)}: not drawn.</b> '
                          f"{esc(charts.skipped.get(name, ''))}</div>")
     parts.append("</section>")

@@ -205,7 +205,8 @@ def _case_row(record: dict, case: dict, machine: Machine) -> dict:
         "model_bytes": _num(cx.get("model_bytes")),
         "sparsity": _num(cx.get("sparsity")),
         "accuracy_metric": acc.get("metric"),
-        "accuracy": _num(acc.get("value")),
+        # perplexity (lower is better) stays out of the accuracy column and the Pareto chart
+        "accuracy": None if acc.get("metric") == "perplexity" else _num(acc.get("value")),
         "accuracy_baseline": _num(acc.get("baseline_value")),
         "accuracy_delta": _num(acc.get("delta")),
         "gate": _num(acc.get("gate")),
@@ -216,6 +217,15 @@ def _case_row(record: dict, case: dict, machine: Machine) -> dict:
         "peak_source": peak_source,
         "memory_bandwidth": bandwidth,
         "scaling": case.get("scaling") if isinstance(case.get("scaling"), dict) else None,
+        # generative (LLM) cases: first length point's token latencies, tokens/s, accuracy
+        "ttft_p50": _num(_dict(case.get("ttft_ns")).get("p50")),
+        "ttft_p99": _num(_dict(case.get("ttft_ns")).get("p99")),
+        "tpot_p50": _num(_dict(case.get("tpot_ns")).get("p50")),
+        "tpot_p99": _num(_dict(case.get("tpot_ns")).get("p99")),
+        "tokens_per_s": _num(_dict(case.get("tokens_per_s")).get("aggregate")),
+        "perplexity": _num(acc.get("perplexity")),
+        "zero_shot": _num(acc.get("zero_shot_accuracy")),
+        "kv_cache_bytes": _num(_dict(case.get("memory")).get("kv_cache_bytes")),
         # filled in by match_baselines
         "baseline": None,
         "speedup": None,

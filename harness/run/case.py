@@ -68,6 +68,12 @@ def run_case(payload: dict) -> dict:
     case = payload["case"]
     scenario = case["scenario"]
     batch = int(case["batch"])
+    if payload.get("kind") == "llm":  # a generative model: prefill/decode sessions, token timestamps
+        from harness.run.llm_case import run_llm_case
+
+        ref = payload.get("backend_ref")
+        backend = load_object(ref)() if ref else get_backend(case["backend"])
+        return run_llm_case(payload, backend, Artifact.load(payload["artifact_dir"]))
     if scenario not in SCENARIOS:
         return {"status": "unsupported", "reason": f"scenario {scenario} is not implemented yet"}
     settings = MeasureSettings(**payload["settings"])

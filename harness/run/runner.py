@@ -173,6 +173,10 @@ def _run(opts, suite, backends, needs_of, settings, timeout, k, executor, emit, 
     if not cases:
         raise BenchError(f"suite {suite.name} has no cases for the given filters")
     _check_data({pc.model for pc in cases})
+    user_art = {u.name: u.artifact for u in user}
+    cases = _generation_cases(cases, backend, opts.runtime, suite,
+                              lambda m: user_art[m] if m in user_art else _artifact(m, "fp32", opts.rebuild, emit),
+                              {u.name for u in user if u.kind == "llm"})
     out_dir = records.check_writable_dir(opts.out_dir)
     by_name = {b.name: (b, rt) for b, rt in backends}
 
@@ -379,6 +383,31 @@ class _Outputs:
         return view, ", ".join(str(p) for p in paths)
 
 
+def _generation_cases(cases: list, backend, runtime_asked: str | None, suite, base_artifact,
+                      user_llms: set = frozenset()) -> list:
+    """LLM (generative) cases: the backend's generation runtime unless one was asked for, and the
+    suite's lengths checked against the model's context window (one line, exit 2)."""
+    from dataclasses import replace
+
+    from suites import zoo
+
+    llm = {c.model for c in cases if c.model in zoo.MODELS and zoo.MODELS[c.model].kind == "llm"} | set(user_llms)
+    if not llm:
+        return cases
+    from harness.run.llm_case import check_lengths
+
+    lengths = (suite.data.get("generation") or {}).get("lengths")
+    check_lengths(lengths)
+    for m in sorted(llm):
+        art = base_artifact(m)  # built once here (cached); a missing package is reported per case later
+        if not isinstance(art, BenchError):
+            check_lengths(lengths, art.meta.get("model_facts", {}).get("max_context"))
+    gen_rt = getattr(backend, "generation_runtime", None)
+    if runtime_asked is None and gen_rt:
+        cases = [replace(c, runtime=gen_rt) if c.model in llm else c for c in cases]
+    return cases
+
+
 class RunInterrupted(KeyboardInterrupt):
     def __init__(self, record: dict, path: Path):
         super().__init__("interrupted")
@@ -465,6 +494,8 @@ def _payload(pc, art, backend, settings, threads, suite, opts, *, accuracy: bool
         "backend_ref": f"{type(backend).__module__}:{type(backend).__qualname__}",
         "accuracy": bool(accuracy),
     }
+    if art.meta.get("kind") == "llm":  # generation workload: the suite's lengths, requests, gates
+        payload.update(kind="llm", generation=suite.data.get("generation") or {})
     env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "OPENBLAS_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     return payload, env
@@ -495,7 +526,10 @@ def _result_from(jr, threads: int, opts) -> dict:
         result = dict(wr.result)
         device_memory = (result.get("timings") or {}).get("memory") if isinstance(result.get("timings"), dict) else None
         result["memory"] = {"peak_rss_bytes": wr.peak_rss_bytes,
-                            **({"device": device_memory} if device_memory else {})}
+                            **({"device": device_memory} if device_memory else {}),
+                            **(result.get("memory") or {})}  # a generation case adds its KV cache's bytes
+        if result["memory"].get("kv_cache_bytes") and wr.peak_rss_bytes:
+            result["memory"]["kv_cache_share"] = result["memory"]["kv_cache_bytes"] / wr.peak_rss_bytes
         if result.get("backend_info"):
             bi = result["backend_info"]
             result["threads"] = {"requested": threads,

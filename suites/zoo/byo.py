@@ -404,7 +404,8 @@ def resolve(refs, shape_texts=(), *, root: Path | None = None, rebuild: bool = F
     """
     emit = emit or (lambda kind, data: None)
     shapes = parse_shapes(shape_texts)
-    parsed = {ref: _read_onnx(Path(ref).expanduser(), ref) for ref in refs if ref.lower().endswith(".onnx")}
+    parsed = {ref: _read_onnx(Path(ref).expanduser(), ref) for ref in refs
+              if ref.lower().endswith(".onnx") and not Path(ref).expanduser().is_dir()}
     onnx_inputs = {ref: [n for n, _, _ in _declared_inputs(p[0])] for ref, p in parsed.items()}
     claimed = {n for names in onnx_inputs.values() for n in names}
     models: list[UserModel] = []
@@ -417,8 +418,14 @@ def resolve(refs, shape_texts=(), *, root: Path | None = None, rebuild: bool = F
             mine = {k: v for k, v in shapes.items() if k not in claimed}
         used.update(mine)
         emit("artifact", {"model": ref, "variant": VARIANT})
-        um = (_onnx_user_model(ref, mine, parsed[ref], root=root, rebuild=rebuild) if ref in parsed
-              else _torch_user_model(ref, mine, root=root, rebuild=rebuild))
+        if Path(ref).expanduser().is_dir():  # a checkpoint folder: the generative LLM path
+            from suites.zoo.llm import user_checkpoint
+
+            name, art, built = user_checkpoint(ref, root=root, rebuild=rebuild)
+            um = UserModel(ref, name, "llm", art, built, None, 1)
+        else:
+            um = (_onnx_user_model(ref, mine, parsed[ref], root=root, rebuild=rebuild) if ref in parsed
+                  else _torch_user_model(ref, mine, root=root, rebuild=rebuild))
         emit("artifact_ready", {"model": um.name, "variant": VARIANT, "built": um.built,
                                 "seconds": time.perf_counter() - t0})
         if any(m.name == um.name for m in models):
