@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.plan.artifacts import Artifact, artifact_key, get_or_build, package_versions
+from harness.plan.artifacts import Artifact, artifact_key, get_or_build, onnx_io_meta, package_versions
 from harness.errors import BenchError
 from suites import zoo
 
@@ -76,27 +76,6 @@ def _llm_artifact(spec, variant: str, *, rebuild: bool, root: Path | None) -> tu
                         rebuild=rebuild)
 
 
-def _io_meta(onnx_path: Path) -> tuple[list[dict], list[dict], int]:
-    import onnx
-
-    m = onnx.load(str(onnx_path), load_external_data=False)
-    init = {i.name for i in m.graph.initializer}
-
-    def dims(vi):
-        out = []
-        for d in vi.type.tensor_type.shape.dim:
-            out.append(d.dim_value if d.HasField("dim_value") else None)
-        return out
-
-    def dtype(vi):
-        return onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type).name
-
-    inputs = [{"name": i.name, "shape": dims(i), "dtype": dtype(i)} for i in m.graph.input if i.name not in init]
-    outputs = [{"name": o.name, "shape": dims(o), "dtype": dtype(o)} for o in m.graph.output]
-    opset = max((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), default=None)
-    return inputs, outputs, opset
-
-
 def _complexity(onnx_path: Path) -> dict | None:
     """The shared ONNX-graph counter (harness.plan.complexity), minus the per-op breakdown."""
     from harness.plan.complexity import count
@@ -151,7 +130,7 @@ def _build_base(spec: zoo.ModelSpec, d: Path) -> dict:
     task = dict(trained.task_data or {})
     _save_eval(d, x_eval, trained.y_eval, ref, task)
     np.savez_compressed(d / "calib.npz", **{f"x:{k}": v for k, v in x_calib.items()})
-    inputs, outputs, opset = _io_meta(d / "model.onnx")
+    inputs, outputs, opset = onnx_io_meta(d / "model.onnx")
     return {
         "onnx": "model.onnx", "opset": opset, "inputs": inputs, "outputs": outputs, "precision": "fp32",
         "task": spec.task, "metric": getattr(spec, "metric", None), "dataset": spec.dataset,
@@ -196,7 +175,7 @@ def _build_variant(spec, base: Artifact, recipe, d: Path) -> dict:
     calib = base.calibration_data()
     if calib is not None:
         np.savez_compressed(d / "calib.npz", **{f"x:{k}": v for k, v in calib.items()})
-    inputs, outputs, opset = _io_meta(d / "model.onnx")
+    inputs, outputs, opset = onnx_io_meta(d / "model.onnx")
     out = {
         "onnx": "model.onnx", "opset": opset, "inputs": inputs, "outputs": outputs,
         "task": spec.task, "metric": getattr(spec, "metric", None), "dataset": spec.dataset,

@@ -136,16 +136,17 @@ def test_artifact_cache_keys(tmp_path):
 
 def test_fixed_batch_and_multi_input(tmp_path):
     from harness.errors import BenchError
+    from harness.plan.suite import plan_user_models
     from suites.zoo import byo
 
     fixed = mlp_onnx(tmp_path / "fixed.onnx", batch=1)
     (m,) = byo.resolve([str(fixed)], [], root=tmp_path)
     assert m.fixed_batch == 1 and m.artifact.inputs[0]["shape"] == [1, 16]
-    cases = byo.plan([m], backend="cpu", runtime="onnxruntime", scenarios=["single-stream", "offline"],
-                     batches=None, suite_batches=[8, 32])
+    cases = plan_user_models([m], backend="cpu", runtime="onnxruntime", scenarios=["single-stream", "offline"],
+                             batches=None, suite_batches=[8, 32])
     assert [(c.scenario, c.batch) for c in cases] == [("single-stream", 1), ("offline", 1)]
     with pytest.raises(BenchError, match="fixed batch size of 1"):
-        byo.plan([m], backend="cpu", runtime="onnxruntime", scenarios=["offline"], batches=[4])
+        plan_user_models([m], backend="cpu", runtime="onnxruntime", scenarios=["offline"], batches=[4])
 
     two = two_input_onnx(tmp_path / "two.onnx")
     (t,) = byo.resolve([str(two)], [], root=tmp_path)

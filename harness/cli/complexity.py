@@ -38,18 +38,14 @@ def command(model: str, input_shapes: tuple[str, ...], per_op: bool, as_json: bo
     (embedding tied or not), FLOPs per generated token at --context, KV-cache bytes per token per
     precision and the training compute 6ND with its time at a peak throughput."""
     from harness.plan import complexity
+    from harness.plan.shapes import parse_shapes
 
     facts = _llm_facts(model)
     if facts is not None:
         _llm_complexity(model, facts, context, train_tokens, peak_tflops, as_json)
         return
 
-    shapes: dict = {}
-    for text in input_shapes:
-        name, shape = complexity.parse_input_shape(text)
-        if name in shapes:
-            raise BenchError(f"--input-shape given twice for {name or 'the input'}")
-        shapes[name] = shape
+    shapes: dict = parse_shapes(input_shapes)
 
     with tempfile.TemporaryDirectory(prefix="bench-complexity-") as tmp:
         path, source = _resolve(model, variant, shapes, tmp)
@@ -69,18 +65,9 @@ DEFAULT_TRAIN_TOKENS = 2e12  # SmolLM2-135M's model card: trained on 2 trillion 
 
 def _llm_facts(model: str) -> dict | None:
     """Model facts of a generative LLM (zoo LLM or checkpoint directory), else None."""
-    from suites import zoo
+    from harness.plan.models import llm_facts
 
-    if model in zoo.MODELS and zoo.MODELS[model].kind == "llm":
-        from suites.build import artifact_for
-
-        artifact, _ = artifact_for(model)
-        return artifact.meta["model_facts"]
-    if os.path.isdir(model):
-        from suites.zoo.llm import check_checkpoint, model_facts
-
-        return model_facts(check_checkpoint(model))
-    return None
+    return llm_facts(model)
 
 
 def measured_peak_flops(n: int = 1024, reps: int = 5) -> float:
@@ -145,27 +132,22 @@ def _resolve(model: str, variant: str, shapes: dict, tmp: str) -> tuple[str, str
     if looks_like_path and not model.startswith(("torchvision:", "timm:")):
         raise BenchError(f"no such file: {model}")
 
+    from harness.plan import models as registry
+
     zoo_names: list[str] = []
     try:
-        from suites import zoo
-
-        zoo_names = list(getattr(zoo, "MODELS", {}))
+        zoo_names = list(registry.zoo_models())
     except Exception:
-        zoo = None
-    if zoo is not None and model in zoo_names:
+        pass
+    if model in zoo_names:
         try:
-            from suites.build import artifact_for
-        except Exception as exc:
+            artifact, _ = registry.artifact_for(model, variant)
+        except ImportError as exc:
             raise BenchError(f"zoo model '{model}': cannot build artifacts here ({type(exc).__name__}: {exc})") \
                 from None
-        artifact, _ = artifact_for(model, variant)
         return str(artifact.onnx_path), f"{model} ({variant}, {artifact.onnx_path})"
 
-    vision_names = ("resnet18", "mobilenet_v2")
-    if model in vision_names or model.startswith(("torchvision:", "timm:")):
-        from suites.zoo import vision
-
-        net = vision.build(model)
+    if registry.is_architecture(model):
         input_shape = (1, 3, 224, 224)
         if shapes:
             if len(shapes) != 1:
@@ -175,14 +157,14 @@ def _resolve(model: str, variant: str, shapes: dict, tmp: str) -> tuple[str, str
             shapes["input"] = input_shape
         path = os.path.join(tmp, "model.onnx")
         try:
-            vision.export_onnx(net, path, input_shape=input_shape)
+            registry.export_architecture(model, path, input_shape)
         except BenchError:
             raise
         except Exception as exc:
             raise BenchError(f"exporting '{model}' to ONNX failed: {type(exc).__name__}: {exc}") from None
         return path, f"{model} (exported at {'x'.join(map(str, input_shape))})"
 
-    known = ", ".join(zoo_names + list(vision_names))
+    known = ", ".join(zoo_names + list(registry.architectures()))
     raise BenchError(f"no such file or model: '{model}' (models: {known}; or torchvision:NAME / timm:NAME)")
 
 

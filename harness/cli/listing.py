@@ -51,28 +51,27 @@ def _rows(what: str):
 
         return describe_all(), ["name", "available", "reason", "runtimes", "dist"]
     if what == "models":
-        from suites import zoo
+        from harness.plan.models import zoo_models
 
         rows = [{"name": m.name, "task": m.task, "input": "x".join(str(d) for d in m.input_shape),
                  "accuracy": m.accuracy_note or ("top-1 on held-out data" if m.task == "classification"
                                                  else "fidelity to fp32"),
                  "needs": list(m.requires), "dataset": m.dataset, "description": m.description}
-                for m in zoo.MODELS.values()]
+                for m in zoo_models().values()]
         return rows, ["name", "task", "input", "accuracy", "needs", "dataset", "description"]
     if what == "variants":
-        from suites.recipes import RECIPES
+        from harness.plan.models import recipes
 
         rows = [{"name": r.name, "family": r.family, "precision": r.precision, "description": r.description}
-                for r in RECIPES.values()]
+                for r in recipes().values()]
         return rows, ["name", "family", "precision", "description"]
     if what == "parts":
-        try:
-            from backends.fpga.parts import PARTS
-        except ImportError:
-            from harness.errors import BenchError
+        from harness.errors import BenchError
+        from harness.plan.plugins import entries, get_backend
 
-            raise BenchError("no FPGA parts table: the fpga backend is not installed") from None
-        rows = [p if isinstance(p, dict) else getattr(p, "__dict__", {"name": str(p)}) for p in PARTS.values()]
+        if "fpga" not in entries():
+            raise BenchError("no FPGA parts table: the fpga backend is not installed")
+        rows = get_backend("fpga").list_targets()
         cols = list(rows[0].keys()) if rows else ["name"]
         return rows, cols
     raise AssertionError(what)

@@ -83,9 +83,8 @@ def command(ctx, suite, backend, runtime, scenarios, batches, min_time, max_time
     Exit 0 when every case is ok, 1 when any case failed or is invalid, 2 on bad input.
     """
     from harness.errors import BenchError
+    from harness.plan.models import is_user_model
     from harness.run.runner import RunInterrupted, RunOptions, exit_code, run
-
-    from suites.zoo import is_user_model
 
     user_models = [m for m in models if is_user_model(m)]
     models = [m for m in models if not is_user_model(m)]
@@ -208,7 +207,7 @@ class _Progress:
                     self.progress.update(task, completed=done, count=f"{done:.0f}/{self.case_budget:.0f} s max")
 
     def event(self, kind: str, data: dict) -> None:
-        from harness.cli.table import fmt_rate, fmt_time_ns
+        from harness.units import fmt_rate, fmt_time_ns
 
         if self.silent:
             return

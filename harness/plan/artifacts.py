@@ -146,6 +146,12 @@ class Artifact:
         with np.load(p) as z:
             return {inp["name"]: z[f"x:{inp['name']}"] for inp in self.inputs}
 
+    def side_cache(self, kind: str) -> Path:
+        """Where a backend keeps what it derives from this artifact between runs (e.g. TensorRT
+        engines): ``<cache>/<kind>/<model>-<variant>-<key>``. The key in the name means a rebuilt
+        artifact never meets a stale derivative. Not created here."""
+        return cache_root() / kind / f"{self.name}-{self.variant}-{self.key}"
+
     def torch_module(self):
         """Rebuild the torch module (eval mode) when the artifact carries one, else None."""
         info = self.meta.get("torch")
@@ -238,3 +244,26 @@ def verify(d: Path) -> str | None:
             return f"{name} content hash differs"
     _VERIFIED[stamp] = None
     return None
+
+
+def onnx_io_meta(onnx_path: Path) -> tuple[list[dict], list[dict], int]:
+    """``(inputs, outputs, opset)`` of an ONNX file for an artifact's meta: ``[{"name", "shape", "dtype"}]``
+    (None for a dim that is not a fixed int; initializers listed as inputs are left out)."""
+    import onnx
+
+    m = onnx.load(str(onnx_path), load_external_data=False)
+    init = {i.name for i in m.graph.initializer}
+
+    def dims(vi):
+        out = []
+        for d in vi.type.tensor_type.shape.dim:
+            out.append(d.dim_value if d.HasField("dim_value") else None)
+        return out
+
+    def dtype(vi):
+        return onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type).name
+
+    inputs = [{"name": i.name, "shape": dims(i), "dtype": dtype(i)} for i in m.graph.input if i.name not in init]
+    outputs = [{"name": o.name, "shape": dims(o), "dtype": dtype(o)} for o in m.graph.output]
+    opset = max((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), default=None)
+    return inputs, outputs, opset

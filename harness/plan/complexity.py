@@ -38,6 +38,9 @@ from typing import Any
 import numpy as np
 
 from harness.errors import BenchError
+from harness.plan.shapes import check_given_shape, parse_input_shape  # noqa: F401  (parse_input_shape: public here)
+from harness.plan.shapes import fmt_dims as _fmt_dims
+from harness.units import fmt_count as format_count  # noqa: F401  (public here, see __all__)
 
 __all__ = ["CONVENTION", "MAC_OPS", "count", "dtype_name", "format_count", "parse_input_shape"]
 
@@ -83,36 +86,6 @@ def dtype_name(elem_type: int) -> str:
 
 
 # --------------------------------------------------------------------------- input shapes
-
-
-def parse_input_shape(text: str) -> tuple[str | None, tuple[int, ...]]:
-    """``"NAME=1x3x224x224"`` -> ``("NAME", (1, 3, 224, 224))``; ``"1x3x224x224"`` -> ``(None, ...)``.
-
-    Dims may be separated by ``x`` or ``,``; each must be a positive integer.
-    """
-    name, sep, dims = str(text).rpartition("=")
-    name = name.strip() if sep else None
-    if sep and not name:
-        raise BenchError(f"bad input shape '{text}': expected NAME=1x3x224x224")
-    parts = [p.strip() for p in dims.replace(",", "x").replace("X", "x").split("x")]
-    try:
-        shape = tuple(int(p) for p in parts)
-    except ValueError:
-        raise BenchError(f"bad input shape '{text}': expected NAME=1x3x224x224 (positive integers)") from None
-    if not shape or any(d <= 0 for d in shape):
-        raise BenchError(f"bad input shape '{text}': every dim must be a positive integer")
-    return name, shape
-
-
-def format_count(n: float | int | None, unit: str = "") -> str:
-    """``1814073344`` -> ``"1.814 G"`` (SI prefixes, three decimals)."""
-    if n is None:
-        return "-"
-    n = float(n)
-    for div, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= div:
-            return f"{n / div:.3f} {prefix}{unit}"
-    return f"{n:g} {unit}".rstrip()
 
 
 # --------------------------------------------------------------------------- loading
@@ -217,25 +190,6 @@ def _dims(type_proto) -> list | None:
         else:
             out.append(None)
     return out
-
-
-def _fmt_dims(dims: list | None) -> str:
-    if dims is None:
-        return "[?]"
-    return "[" + ",".join("?" if d is None else str(d) for d in dims) + "]"
-
-
-def check_given_shape(label: str, shape: list[int], declared: list | None) -> None:
-    """One :class:`BenchError` line when a user-given shape contradicts the model's declared
-    dims (``declared``: ints are fixed, str/None dynamic; None = no shape declared)."""
-    if declared is None:
-        return
-    if len(declared) != len(shape):
-        raise BenchError(f"{label}: rank {len(shape)} but the model declares {_fmt_dims(declared)} "
-                         f"(rank {len(declared)})")
-    for axis, (d, s) in enumerate(zip(declared, shape)):
-        if isinstance(d, int) and d != s:
-            raise BenchError(f"{label}: dim {axis} is {s} but the model fixes it to {d} ({_fmt_dims(declared)})")
 
 
 def _fix_inputs(graph, init_names: set[str], input_shapes: dict[str, tuple] | None) -> dict[str, list]:

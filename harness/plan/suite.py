@@ -1,10 +1,11 @@
-"""Suites: YAML files validated against ``suites/schema/suite.schema.json``, and the plan.
+"""Suites: YAML files validated against ``suites/schema/suite.schema.json``, and THE planner.
 
 A suite names models, variants, scenarios, batch sizes, the accuracy metric and gate, and
 optional measurement settings. ``NAME`` resolves to ``suites/NAME.yaml``; a path to a
-``.yaml`` file works too. ``plan`` expands a suite into cases:
-(model, variant, backend, runtime, precision, batch, scenario); single-stream is always
-batch 1, offline sweeps the batch sizes.
+``.yaml`` file works too. :func:`plan` expands a suite, and the user's own models, into
+cases: (model, variant, backend, runtime, precision, batch, scenario); single-stream is
+always batch 1, offline sweeps the batch sizes. Models, recipes and the suite directory
+come from the model registry (:mod:`harness.plan.models`), never from an import of suites.
 """
 from __future__ import annotations
 
@@ -15,21 +16,18 @@ from functools import lru_cache
 from pathlib import Path
 
 from harness.errors import BenchError
+from harness.plan import models as registry
 
 DEFAULT_GATE = 0.99
 
 
 @lru_cache(maxsize=1)
 def _schema() -> dict:
-    from suites import SUITES_DIR
-
-    return json.loads((SUITES_DIR / "schema" / "suite.schema.json").read_text())
+    return json.loads((Path(registry.suites_dir()) / "schema" / "suite.schema.json").read_text())
 
 
 def available() -> dict[str, Path]:
-    from suites import SUITES_DIR
-
-    return {p.stem: p for p in sorted(SUITES_DIR.glob("*.yaml"))}
+    return {p.stem: p for p in sorted(Path(registry.suites_dir()).glob("*.yaml"))}
 
 
 @dataclass
@@ -128,23 +126,29 @@ def load(name_or_path: str, _seen: tuple = ()) -> Suite:
 
 
 def _check_names(suite: Suite) -> None:
-    from suites import zoo
-    from suites.recipes import RECIPES
-
+    zoo_models = registry.zoo_models()
+    recipes = registry.recipes()
     for m in suite.models:
-        if m["name"] not in zoo.MODELS:
-            raise BenchError(f"suite {suite.path}: unknown model '{m['name']}' (choose from: {', '.join(zoo.MODELS)})")
-        if zoo.MODELS[m["name"]].kind == "llm":  # generative: variants are made at load time
-            from suites.zoo.llm import VARIANTS
-
-            bad = [v for v in m["variants"] if v not in VARIANTS]
+        if m["name"] not in zoo_models:
+            raise BenchError(f"suite {suite.path}: unknown model '{m['name']}' (choose from: {', '.join(zoo_models)})")
+        llm_variants = registry.llm_variants(m["name"])
+        if llm_variants is not None:  # generative: variants are made at load time
+            bad = [v for v in m["variants"] if v not in llm_variants]
             if bad:
                 raise BenchError(f"suite {suite.path}: unknown variant '{bad[0]}' for LLM {m['name']} "
-                                 f"(choose from: {', '.join(VARIANTS)})")
+                                 f"(choose from: {', '.join(llm_variants)})")
             continue
         for v in m["variants"]:
-            if v not in RECIPES:
-                raise BenchError(f"suite {suite.path}: unknown variant '{v}' (choose from: {', '.join(RECIPES)})")
+            if v not in recipes:
+                raise BenchError(f"suite {suite.path}: unknown variant '{v}' (choose from: {', '.join(recipes)})")
+
+
+def default_suite() -> Suite:
+    """The stand-in suite of a run without ``--suite``: both scenarios, gate 0.99, default measurement."""
+    data = {"name": "user-models", "description": "your own models (bench run --model FILE.onnx | pkg.mod:fn)",
+            "models": [], "scenarios": ["single-stream", "offline"], "accuracy": {"gate": DEFAULT_GATE}}
+    raw = json.dumps(data, sort_keys=True).encode()
+    return Suite(name="user-models", path=None, sha256=hashlib.sha256(raw).hexdigest(), data=data)
 
 
 @dataclass(frozen=True)
@@ -166,20 +170,59 @@ class PlannedCase:
                 "precision": self.precision, "batch": self.batch, "scenario": self.scenario}
 
 
-def variant_precision(variant: str, model: str | None = None) -> str:
-    from suites import zoo
-    from suites.recipes import get_recipe
+variant_precision = registry.variant_precision
 
-    if model in zoo.MODELS and zoo.MODELS[model].kind == "llm":
-        from suites.zoo.llm import VARIANTS
-
-        return VARIANTS[variant]
-    return get_recipe(variant).precision
+#: the variant a user's own model runs as (its artifact is the model as given)
+USER_VARIANT = "fp32"
 
 
 def plan(suite: Suite, *, backend: str, runtime: str, scenarios: list[str] | None = None,
          batches: list[int] | None = None, models: list[str] | None = None,
-         multistream_samples: int = 8) -> list[PlannedCase]:
+         user_models: list | None = None, multistream_samples: int = 8) -> list[PlannedCase]:
+    """Every case of a run, zoo models first, then the user's own models (in the order given).
+
+    ``models`` filters the suite's zoo models; a multi-stream query of ``multistream_samples``
+    samples runs as one batch of that size unless ``batches`` says otherwise; ``user_models``
+    are built user models (from :func:`harness.plan.models.user_models`). When user models are given and no zoo model is
+    named, the suite's own models are not run (the suite supplies settings only).
+    """
+    user = list(user_models or [])
+    cases: list[PlannedCase] = []
+    if suite.models and (models or not user):
+        cases = _plan_zoo(suite, backend=backend, runtime=runtime, scenarios=scenarios, batches=batches,
+                          models=models, multistream_samples=multistream_samples)
+    cases += plan_user_models(user, backend=backend, runtime=runtime, scenarios=scenarios or suite.scenarios,
+                              batches=batches, suite_batches=suite.data.get("batch_sizes"))
+    return cases
+
+
+def plan_user_models(models: list, *, backend: str, runtime: str, scenarios: list[str],
+                     batches: list[int] | None, suite_batches: list[int] | None = None) -> list[PlannedCase]:
+    """Cases of the user's models: single-stream at batch 1, offline at ``batches`` (else the
+    suite's batch sizes, else the batch of ``--input-shape``), kept to a fixed batch size."""
+    cases = []
+    for m in models:
+        for sc in scenarios:
+            if sc == "single-stream":
+                bs = [1]
+            else:
+                bs = list(batches or suite_batches or [m.default_batch])
+            if m.fixed_batch is not None:
+                keep = [b for b in bs if b == m.fixed_batch]
+                if not keep and sc != "single-stream" and batches:
+                    raise BenchError(f"model {m.name} has a fixed batch size of {m.fixed_batch}; --batch "
+                                     f"{','.join(map(str, batches))} asks for others")
+                bs = keep or ([] if sc == "single-stream" else [m.fixed_batch])
+            for b in bs:
+                cases.append(PlannedCase(m.name, USER_VARIANT, backend, runtime, "fp32", int(b), sc))
+    if models and not cases:
+        raise BenchError("none of the requested scenarios fits your models' fixed batch sizes")
+    return cases
+
+
+def _plan_zoo(suite: Suite, *, backend: str, runtime: str, scenarios: list[str] | None = None,
+              batches: list[int] | None = None, models: list[str] | None = None,
+              multistream_samples: int = 8) -> list[PlannedCase]:
     scen = scenarios or suite.scenarios
     cases: list[PlannedCase] = []
     seen: set[PlannedCase] = set()

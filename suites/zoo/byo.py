@@ -27,7 +27,6 @@ state_dict so ``--runtime torch`` runs them too.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import time
 from dataclasses import dataclass
@@ -36,7 +35,8 @@ from typing import Callable
 
 import numpy as np
 
-from harness.plan.complexity import check_given_shape
+from harness.plan.shapes import fmt_shape as _fmt
+from harness.plan.shapes import parse_shapes, resolve_inputs
 from harness.errors import BenchError
 
 N_EVAL = 32
@@ -59,80 +59,11 @@ class UserModel:
 # --------------------------------------------------------------------------- shapes
 
 
-def parse_shapes(texts) -> dict[str | None, tuple[int, ...]]:
-    """``["x=1x3x8x8", ...]`` -> ``{"x": (1, 3, 8, 8)}``; a shape without a name has key None."""
-    from harness.plan.complexity import parse_input_shape
-
-    shapes: dict[str | None, tuple[int, ...]] = {}
-    for text in texts or ():
-        name, shape = parse_input_shape(text)
-        if name in shapes:
-            raise BenchError(f"--input-shape given twice for {name or 'the (only) input'}")
-        shapes[name] = shape
-    return shapes
-
-
 def _dims(vi) -> list | None:
     tt = vi.type.tensor_type
     if not tt.HasField("shape"):
         return None
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim]
-
-
-def _fmt(dims) -> str:
-    return "?" if dims is None else "x".join("?" if not isinstance(d, int) else str(d) for d in dims)
-
-
-def resolve_inputs(label: str, declared: list[tuple[str, str, list | None]],
-                   shapes: dict[str | None, tuple]) -> tuple[list[dict], int | None, int]:
-    """Concrete per-input shapes from the model's declarations and the user's ``--input-shape``s.
-
-    ``declared``: ``[(name, numpy dtype name, dims)]`` with dims of int (fixed), str/None
-    (dynamic) or None (no shape at all). Returns ``(inputs, fixed_batch, default_batch)``,
-    ``inputs = [{"name", "dtype", "shape": [batch or None, ...]}]`` (meta form; ``None``
-    marks a dynamic batch axis). One :class:`BenchError` line for anything missing or
-    contradictory.
-    """
-    names = [n for n, _, _ in declared]
-    given = dict(shapes)
-    if None in given:
-        if len(declared) != 1:
-            raise BenchError(f"{label}: an --input-shape without NAME= is only allowed for a model with one input "
-                             f"(inputs: {', '.join(names)})")
-        given[names[0]] = given.pop(None)
-    out, fixed, batches = [], set(), set()
-    for name, dtype, dims in declared:
-        shape = given.get(name)
-        if shape is not None:
-            check_given_shape(f"{label}: --input-shape {name}={_fmt(shape)}", list(shape), dims)
-            dims_out = list(shape)
-            batches.add(shape[0])
-        else:
-            if dims is None:
-                raise BenchError(f"{label}: input '{name}' has no declared shape: give --input-shape {name}=1x...")
-            if not dims:
-                raise BenchError(f"{label}: input '{name}' is a scalar (no batch axis); bench needs a batch axis 0")
-            dynamic = [i for i, d in enumerate(dims[1:], start=1) if not isinstance(d, int)]
-            if dynamic:
-                raise BenchError(f"{label}: input '{name}' has dynamic dims ({_fmt(dims)}, axis "
-                                 f"{', '.join(map(str, dynamic))}): give --input-shape {name}=1x... with every dim")
-            dims_out = [dims[0] if isinstance(dims[0], int) else 1, *dims[1:]]
-        if dims is not None and dims and isinstance(dims[0], int):
-            fixed.add(dims[0])
-        out.append({"name": name, "dtype": dtype, "shape": dims_out})
-    unknown = [n for n in given if n not in names]
-    if unknown:
-        raise BenchError(f"{label}: --input-shape names '{unknown[0]}', which is not an input of the model "
-                         f"(inputs: {', '.join(names)})")
-    if len(fixed) > 1:
-        raise BenchError(f"{label}: inputs fix different batch sizes ({sorted(fixed)}); bench needs one batch axis")
-    fixed_batch = fixed.pop() if fixed else None
-    if len(batches) > 1:
-        raise BenchError(f"{label}: the --input-shape batch dims differ ({sorted(batches)})")
-    default_batch = fixed_batch or (batches.pop() if batches else 1)
-    for inp in out:
-        inp["shape"] = [fixed_batch] + inp["shape"][1:]  # None: dynamic batch
-    return out, fixed_batch, default_batch
 
 
 # --------------------------------------------------------------------------- inputs and reference
@@ -362,7 +293,7 @@ def _finish_meta(d: Path, name: str, inputs: list[dict], fixed_batch, label: str
                  source: dict, torch_info: dict | None = None) -> dict:
     from harness.plan.artifacts import package_versions
     from harness.plan.complexity import count
-    from suites.build import _io_meta
+    from harness.plan.artifacts import onnx_io_meta as _io_meta
 
     t0 = time.perf_counter()
     batch = fixed_batch or 8
@@ -435,39 +366,3 @@ def resolve(refs, shape_texts=(), *, root: Path | None = None, rebuild: bool = F
     if unused:
         raise BenchError(f"--input-shape {unused[0] or '(unnamed)'} matches no input of your models")
     return models
-
-
-def plan(models: list[UserModel], *, backend: str, runtime: str, scenarios: list[str],
-         batches: list[int] | None, suite_batches: list[int] | None = None) -> list:
-    """Cases of the user's models: single-stream at batch 1, offline at ``batches`` (else the
-    suite's batch sizes, else the batch of ``--input-shape``), kept to a fixed batch size."""
-    from harness.plan.suite import PlannedCase
-
-    cases = []
-    for m in models:
-        for sc in scenarios:
-            if sc == "single-stream":
-                bs = [1]
-            else:
-                bs = list(batches or suite_batches or [m.default_batch])
-            if m.fixed_batch is not None:
-                keep = [b for b in bs if b == m.fixed_batch]
-                if not keep and sc != "single-stream" and batches:
-                    raise BenchError(f"model {m.name} has a fixed batch size of {m.fixed_batch}; --batch "
-                                     f"{','.join(map(str, batches))} asks for others")
-                bs = keep or ([] if sc == "single-stream" else [m.fixed_batch])
-            for b in bs:
-                cases.append(PlannedCase(m.name, VARIANT, backend, runtime, "fp32", int(b), sc))
-    if models and not cases:
-        raise BenchError("none of the requested scenarios fits your models' fixed batch sizes")
-    return cases
-
-
-def default_suite():
-    """The stand-in suite of a run without ``--suite``: both scenarios, gate 0.99, default measurement."""
-    from harness.plan.suite import DEFAULT_GATE, Suite
-
-    data = {"name": "user-models", "description": "your own models (bench run --model FILE.onnx | pkg.mod:fn)",
-            "models": [], "scenarios": ["single-stream", "offline"], "accuracy": {"gate": DEFAULT_GATE}}
-    raw = json.dumps(data, sort_keys=True).encode()
-    return Suite(name="user-models", path=None, sha256=hashlib.sha256(raw).hexdigest(), data=data)

@@ -1,0 +1,119 @@
+"""The suites registry: the one door through which bench's core reaches models and recipes.
+
+The core (``harness``) never imports a module of ``suites`` by name: it loads this module
+through the ``bench.models`` entry point (see :mod:`harness.plan.models`), which keeps the
+dependency one-way (suites -> harness) and lets another package provide its own registry.
+
+What a registry provides (plain functions; all cheap except ``artifact_for`` and
+``user_models``, which build):
+
+* ``suites_dir()`` -> the directory of the standard suite YAML files (``schema/`` inside);
+* ``models()`` -> ``{name: spec}``; a spec has ``name, task, dataset, description,
+  input_shape`` (per sample, batch excluded);
+* ``recipes()`` -> ``{name: recipe}``; a recipe has ``name, family, precision, description``;
+* ``llm_variants(model)``, ``variant_precision(variant, model)``, ``llm_facts(model)``: generative
+  LLMs (their variants are made at load time);
+* ``is_user_model(ref)`` -> whether a ``--model`` value is the user's own model (``*.onnx``
+  or ``package.module:factory``) rather than a zoo name;
+* ``artifact_for(model, variant, rebuild=False)`` -> ``(Artifact, built_now)``;
+* ``user_models(refs, shapes, rebuild=False, emit=None)`` -> built user models (each with
+  ``name, artifact, fixed_batch, default_batch``), :class:`harness.errors.BenchError` on bad input;
+* ``architectures()``, ``is_architecture(name)``, ``export_architecture(name, path, input_shape)``:
+  named architectures (``resnet18``, ``torchvision:NAME``, ...) that ``bench complexity``
+  exports to ONNX with random weights.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+#: bare architecture names ``bench complexity`` can export (besides torchvision:NAME / timm:NAME)
+ARCHITECTURES = ("resnet18", "mobilenet_v2")
+
+
+def suites_dir() -> Path:
+    from suites import SUITES_DIR
+
+    return SUITES_DIR
+
+
+def models() -> dict:
+    from suites import zoo
+
+    return zoo.MODELS
+
+
+def recipes() -> dict:
+    from suites.recipes import RECIPES
+
+    return RECIPES
+
+
+def llm_variants(model: str):
+    """The variants of a generative LLM (``{name: precision}``), None for any other model."""
+    from suites import zoo
+
+    spec = zoo.MODELS.get(model)
+    if spec is None or getattr(spec, "kind", None) != "llm":
+        return None
+    from suites.zoo.llm import VARIANTS
+
+    return VARIANTS
+
+
+def variant_precision(variant: str, model: str | None = None) -> str:
+    from suites.recipes import get_recipe
+
+    llm = llm_variants(model) if model is not None else None
+    if llm is not None:
+        return llm[variant]
+    return get_recipe(variant).precision
+
+
+def llm_facts(model: str) -> dict | None:
+    """Model facts of a generative LLM (zoo LLM or checkpoint directory), else None."""
+    import os
+
+    if llm_variants(model) is not None:
+        from suites.build import artifact_for as _build
+
+        artifact, _ = _build(model)
+        return artifact.meta["model_facts"]
+    if os.path.isdir(model):
+        from suites.zoo.llm import check_checkpoint, model_facts
+
+        return model_facts(check_checkpoint(model))
+    return None
+
+
+def is_user_model(ref: str) -> bool:
+    from suites.zoo import is_user_model as _is
+
+    return _is(ref)
+
+
+def artifact_for(model: str, variant: str, *, rebuild: bool = False):
+    from suites.build import artifact_for as _build
+
+    return _build(model, variant, rebuild=rebuild)
+
+
+def user_models(refs, shapes, *, rebuild: bool = False, emit=None) -> list:
+    from suites.zoo import byo
+
+    return byo.resolve(refs, shapes, rebuild=rebuild, emit=emit)
+
+
+def architectures() -> tuple[str, ...]:
+    return ARCHITECTURES
+
+
+def is_architecture(name: str) -> bool:
+    return name in ARCHITECTURES or name.startswith(("torchvision:", "timm:"))
+
+
+def export_architecture(name: str, path, input_shape: tuple) -> None:
+    """Build architecture ``name`` (random weights) and export it to ONNX at ``path``."""
+    from suites.zoo import vision
+
+    net = vision.build(name)
+    vision.export_onnx(net, path, input_shape=input_shape)
