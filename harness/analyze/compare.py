@@ -46,6 +46,7 @@ from harness.analyze.changes import (DEFAULT_ALPHA, DEFAULT_CONFIDENCE, DEFAULT_
                              DEFAULT_MIN_SAMPLES, DEFAULT_N_BOOT, DEFAULT_NOISE_K, DEFAULT_SEED, HIGHER, IMPROVEMENT,
                              INCONCLUSIVE, LOWER, REGRESSION, UNCHANGED, Change, check_run_noise, compare_samples,
                              compare_values, judge)
+from harness.units import fmt_metric, fmt_pct_change
 from harness.errors import EXIT_CASES_FAILED, EXIT_INCONCLUSIVE, EXIT_OK, EXIT_USAGE, BenchError
 
 __all__ = [
@@ -937,35 +938,10 @@ def resolve_run(spec: str, results_dir: str | Path = "results", *, machine: str 
 
 # --------------------------------------------------------------------------- rendering
 
-def _fmt_ns(v: float | None) -> str:
-    if v is None or not math.isfinite(v):
-        return "-"
-    for unit, f in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
-        if abs(v) >= f:
-            return f"{v / f:.3g} {unit}" if v / f < 1000 else f"{v / f:,.0f} {unit}"
-    return f"{v:.3g} ns"
-
-
-def fmt_value(metric: str, v: float | None) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "-"
-    if metric in ("p50", "p99"):
-        return _fmt_ns(v)
-    if metric == "throughput":
-        return f"{v:,.0f}/s" if v >= 1000 else f"{v:.4g}/s"
-    return f"{v:.4f}"
-
-
-def _pct(r: float | None) -> str:
-    if r is None or not math.isfinite(r):
-        return "-"
-    return f"{(r - 1) * 100:+.1f}%"
-
-
 def _ci(ch: Change) -> str:
     if not ch.ci or any(x is None or not math.isfinite(x) for x in ch.ci):
         return "-"
-    return f"{_pct(ch.ci[0])}..{_pct(ch.ci[1])}"
+    return f"{fmt_pct_change(ch.ci[0])}..{fmt_pct_change(ch.ci[1])}"
 
 
 def _p(ch: Change) -> str:
@@ -989,8 +965,8 @@ def _rows(cmp: Comparison, only_changed: bool = False):
             if only_changed and ch.verdict == UNCHANGED:
                 continue
             note = ch.reason if ch.verdict != UNCHANGED or "significant" in ch.reason else ""
-            yield (ch.verdict, c.case_id, ch.metric, fmt_value(ch.metric, ch.base), fmt_value(ch.metric, ch.new),
-                   _pct(ch.ratio), _ci(ch), _p(ch), note)
+            yield (ch.verdict, c.case_id, ch.metric, fmt_metric(ch.metric, ch.base), fmt_metric(ch.metric, ch.new),
+                   fmt_pct_change(ch.ratio), _ci(ch), _p(ch), note)
 
 
 def render_text(cmp: Comparison, *, console=None, show_unchanged: bool = True) -> None:

@@ -31,6 +31,8 @@ import numpy as np
 
 from harness.analyze.changes import DEFAULT_ALPHA, HIGHER, LOWER, REGRESSION, StepFit, detect_steps, lookback_zscore
 from harness.errors import BenchError
+from harness.store.flatten import case_fields, run_fields
+from harness.units import fmt_metric, time_unit
 
 __all__ = [
     "RUN_COLUMNS", "CASE_COLUMNS", "METRIC_COLUMNS", "engine_name", "index_runs", "load_history",
@@ -128,26 +130,15 @@ def _duck_query(paths: list[Path], with_cases: bool, machine: str | None):
 
 
 def _run_fields(record: dict, path: str | None) -> dict:
-    env = record.get("environment") or {}
-    return {"path": path, "run_id": record.get("run_id"), "started_at": record.get("started_at"),
-            "machine_id": env.get("machine_id"), "hostname": env.get("hostname"),
-            "cpu": (env.get("cpu") or {}).get("model"), "suite": (record.get("suite") or {}).get("name"),
-            "git_sha": (record.get("bench") or {}).get("git_sha"), "interrupted": bool(record.get("interrupted")),
-            "n_cases": len(record.get("cases") or [])}
+    """The index's run columns (RUN_COLUMNS), from the one flattener."""
+    run = run_fields(record)
+    return {"path": path, **{c: run["cpu_model" if c == "cpu" else c] for c in RUN_COLUMNS if c != "path"}}
 
 
 def _case_fields(case: dict) -> dict:
-    lat = case.get("latency_ns") or {}
-    return {
-        "key": case.get("key"), "case_id": case.get("case_id"), "model": case.get("model"),
-        "variant": case.get("variant"), "backend": case.get("backend"), "runtime": case.get("runtime"),
-        "precision": case.get("precision"), "batch": case.get("batch"), "scenario": case.get("scenario"),
-        "device": case.get("device"), "status": case.get("status"), "simulated": case.get("simulated"),
-        "n": lat.get("n"), "p50": lat.get("p50"), "p90": lat.get("p90"), "p99": lat.get("p99"),
-        "mean": lat.get("mean"), "cv": lat.get("cv"), "ci_rel_halfwidth": lat.get("ci_rel_halfwidth"),
-        "throughput": (case.get("throughput") or {}).get("samples_per_s"),
-        "accuracy": (case.get("accuracy") or {}).get("value"),
-    }
+    """The index's case columns (CASE_COLUMNS), from the one flattener."""
+    fields = case_fields(case)
+    return {c: fields[c] for c in CASE_COLUMNS}
 
 
 def _read_python(paths: list[Path], with_cases: bool, machine: str | None, skipped: list) -> list[dict]:
@@ -360,9 +351,7 @@ def analyze(df, *, metric: str = "p50", threshold: float = 0.05, persist: int = 
 # --------------------------------------------------------------------------- output
 
 def _fmt(metric: str, v: float | None) -> str:
-    from harness.analyze.compare import fmt_value
-
-    return fmt_value("p50" if metric in ("p50", "p90", "p99") else metric, v)
+    return fmt_metric(metric, v)
 
 
 def _events_text(h: CaseHistory, limit: int = 3) -> str:
@@ -437,11 +426,7 @@ def to_json(histories: list[CaseHistory], **meta) -> str:
 
 def _unit(metric: str, values: np.ndarray) -> tuple[str, float]:
     if metric in ("p50", "p90", "p99"):
-        med = float(np.median(values)) if len(values) else 0.0
-        for unit, f in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
-            if med >= f:
-                return unit, f
-        return "ns", 1.0
+        return time_unit(values)
     if metric == "throughput":
         return "samples/s", 1.0
     return "", 1.0

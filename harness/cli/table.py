@@ -8,28 +8,7 @@ tables are plain aligned columns, one line per row, never wrapped or folded: an 
 from __future__ import annotations
 
 
-def fmt_time_ns(ns) -> str:
-    if ns is None:
-        return "-"
-    ns = float(ns)
-    if ns >= 1e9:
-        return f"{ns / 1e9:.3g} s"
-    if ns >= 1e6:
-        return f"{ns / 1e6:.3g} ms"
-    if ns >= 1e3:
-        return f"{ns / 1e3:.3g} µs"
-    return f"{ns:.3g} ns"
-
-
-def fmt_rate(x) -> str:
-    if x is None:
-        return "-"
-    x = float(x)
-    for unit, div in (("M/s", 1e6), ("k/s", 1e3)):
-        if x >= div:
-            return f"{x / div:.3g} {unit}"
-    return f"{x:.3g} /s"
-
+from harness.units import fmt_rate, fmt_time_ns  # noqa: F401  (fmt_rate, fmt_time_ns: used below and by cli.run)
 
 _SHORT = {"single-stream": "SS", "offline": "off", "multi-stream": "MS", "server": "srv"}
 

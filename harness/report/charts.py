@@ -28,6 +28,7 @@ from typing import Any
 
 from harness.errors import BenchError
 from harness.report.model import Dataset, frontiers, geomean, reference_rows, usable
+from harness.units import ns_to_ms
 
 TITLES = {
     "latency": "Latency percentiles per variant and backend",
@@ -59,10 +60,6 @@ class Charts:
 def _t(s: Any) -> str:
     """Escape a user-supplied string for a plotly label."""
     return html.escape(str(s), quote=False)
-
-
-def _ms(ns: float | None) -> float | None:
-    return None if ns is None else ns / 1e6
 
 
 def _span(values: list[float]) -> float:
@@ -123,14 +120,14 @@ def latency_figure(ds: Dataset):
             for p in ("p50", "p90", "p99"):
                 if r[p] is None:
                     continue
-                v = _ms(r[p])
+                v = ns_to_ms(r[p])
                 ci = r[f"{p}_ci"]
                 outer.append(_t(f"{r['model']} · {r['variant']}"))
                 inner.append(p)
                 ys.append(v)
                 all_vals.append(v)
-                plus.append(_ms(ci[1]) - v if ci else float("nan"))
-                minus.append(v - _ms(ci[0]) if ci else float("nan"))
+                plus.append(ns_to_ms(ci[1]) - v if ci else float("nan"))
+                minus.append(v - ns_to_ms(ci[0]) if ci else float("nan"))
                 hover.append(_t(f"{r['case_id']} @ {r['machine']}{_est(r)}"))
         sim = any(r["simulated"] for r in prs)
         fig.add_trace(go.Bar(
@@ -198,17 +195,17 @@ def pareto_figure(ds: Dataset):
         ps = sorted(points[key], key=lambda r: r["p50"])
         group = _t(f"{model} · {platform}")
         fig.add_trace(go.Scatter(
-            x=[_ms(r["p50"]) for r in ps], y=[r["accuracy"] for r in ps], mode="markers+text",
+            x=[ns_to_ms(r["p50"]) for r in ps], y=[r["accuracy"] for r in ps], mode="markers+text",
             text=[_t(r["variant"]) for r in ps], textposition="top center", name=group, legendgroup=group,
             marker={"color": c, "size": 11, "symbol": ["circle" if id(r) in on else "circle-open" for r in ps]},
             customdata=[_t(f"{r['variant']}{_est(r)}; gate {'pass' if r['passed'] else 'FAIL' if r['passed'] is False else 'n/a'}")
                         for r in ps],
             hovertemplate="%{customdata}<br>p50 %{x:.4g} ms, accuracy %{y:.4g}<extra></extra>"))
         fig.add_trace(go.Scatter(
-            x=[_ms(r["p50"]) for r in front], y=[r["accuracy"] for r in front], mode="lines",
+            x=[ns_to_ms(r["p50"]) for r in front], y=[r["accuracy"] for r in front], mode="lines",
             line={"color": c, "shape": "hv", "width": 2}, name=group + " frontier", legendgroup=group,
             hoverinfo="skip"))
-    xs = [_ms(r["p50"]) for ps in points.values() for r in ps]
+    xs = [ns_to_ms(r["p50"]) for ps in points.values() for r in ps]
     _layout(fig, TITLES["pareto"],
             xaxis=_axis("p50 latency (ms)", xs, 8),
             yaxis={"title": "accuracy" + (f" ({_t(', '.join(metrics))})" if metrics else "")})

@@ -17,7 +17,8 @@ import math
 import re
 from typing import Any
 
-from harness.report.model import Dataset, pretty_time
+from harness.report.model import Dataset
+from harness.units import fmt_num, ns_to_ms, pretty_time
 
 # column -> (header, kind); the kind picks the formatter below
 CASE_COLUMNS: dict[str, tuple[str, str]] = {
@@ -102,10 +103,6 @@ _FRACTION_METRICS = re.compile(r"^(top[-_]?\d+|acc(uracy)?|balanced[-_]acc(uracy
                                re.IGNORECASE)
 
 
-def _ms(ns: float | None) -> float | None:
-    return None if ns is None else ns / 1e6
-
-
 def _notes(r: dict) -> str:
     parts = list(r["reasons"])
     parts += [f"warning: {w}" for w in r["warnings"]]
@@ -130,8 +127,8 @@ def case_records(ds: Dataset) -> list[dict]:
             "machine": r["machine"], "suite": r["suite"], "model": r["model"], "variant": r["variant"],
             "backend": r["backend"], "runtime": r["runtime"], "precision": r["precision"], "batch": r["batch"],
             "scenario": r["scenario"], "status": r["status"], "basis": r["basis"],
-            "p50_ms": _ms(r["p50"]), "p90_ms": _ms(r["p90"]), "p99_ms": _ms(r["p99"]),
-            "p50_ci_low_ms": _ms(ci[0]), "p50_ci_high_ms": _ms(ci[1]),
+            "p50_ms": ns_to_ms(r["p50"]), "p90_ms": ns_to_ms(r["p90"]), "p99_ms": ns_to_ms(r["p99"]),
+            "p50_ci_low_ms": ns_to_ms(ci[0]), "p50_ci_high_ms": ns_to_ms(ci[1]),
             "throughput_per_s": r["throughput"], "speedup": r["speedup"], "baseline": r["baseline"],
             "size_reduction": r["size_reduction"], "mac_reduction": r["mac_reduction"], "sparsity": r["sparsity"],
             "accuracy_metric": r["accuracy_metric"], "accuracy": r["accuracy"],
@@ -195,20 +192,6 @@ def build_tables(ds: Dataset, procurement: list[dict] | None) -> dict[str, Any]:
 
 def _missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
-
-
-def fmt_num(v: float | None, sig: int = 3) -> str:
-    """``sig`` significant digits (4 from 1,000 up) without exponents; thousands separated."""
-    if _missing(v):
-        return ""
-    v = float(v)
-    if v == 0:
-        return "0"
-    if abs(v) >= 10 ** (sig - 1):
-        digits = int(math.floor(math.log10(abs(v)))) + 1
-        return f"{round(v, -max(0, digits - max(sig, 4))):,.0f}"
-    decimals = sig - 1 - int(math.floor(math.log10(abs(v))))
-    return f"{v:.{max(0, decimals)}f}"
 
 
 def is_fraction_metric(metric: Any, *values: Any) -> bool:

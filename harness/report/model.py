@@ -23,6 +23,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from harness.store.flatten import case_fields, run_fields
+from harness.units import pretty_time  # noqa: F401  (part of the reporter's model API)
+
 DEFAULT_BASELINE = "fp32"
 NOT_OK = ("invalid", "failed", "skipped", "unsupported", "does_not_fit")
 LATENCY_SCENARIOS = ("single-stream", "multi-stream")
@@ -49,21 +52,6 @@ def _pair(value: Any) -> tuple[float, float] | None:
         if lo is not None and hi is not None:
             return lo, hi
     return None
-
-
-def pretty_time(iso: Any) -> str | None:
-    """``2026-11-02T09:00:00.000Z`` -> ``2026-11-02 09:00 UTC`` (unparseable: as given)."""
-    if not iso:
-        return None
-    import datetime as dt
-
-    try:
-        t = dt.datetime.fromisoformat(str(iso).replace("Z", "+00:00"))
-    except ValueError:
-        return str(iso)
-    if t.tzinfo is not None:
-        t = t.astimezone(dt.timezone.utc)
-    return t.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def geomean(values: Iterable[float | None]) -> float | None:
@@ -121,8 +109,10 @@ def _estimated_perf(case: dict) -> tuple[dict, float | None, float | None]:
 
 
 def _case_row(record: dict, case: dict, machine: Machine) -> dict:
-    simulated = bool(case.get("simulated"))
-    raw_status = case.get("status") or "ok"
+    cf = case_fields(case)  # the one flattener; below: the reporter's reading of those fields
+    run = run_fields(record)
+    simulated = bool(cf["simulated"])
+    raw_status = cf["status"] or "ok"
     validity = _dict(case.get("validity"))
     valid = validity.get("valid") if isinstance(validity.get("valid"), bool) else None
     reasons = [str(r) for r in (validity.get("reasons") or [])]
@@ -131,8 +121,8 @@ def _case_row(record: dict, case: dict, machine: Machine) -> dict:
     if raw_status == "ok" and valid is False:
         status = "invalid"
     why = []
-    if case.get("reason"):
-        why.append(str(case["reason"]))
+    if cf["reason"]:
+        why.append(str(cf["reason"]))
     why.extend(r for r in reasons if r not in why)
 
     binfo = _dict(case.get("backend_info"))
@@ -148,35 +138,32 @@ def _case_row(record: dict, case: dict, machine: Machine) -> dict:
         if est_peak:
             peak, peak_source = est_peak, "estimated"
     else:
-        stats = _dict(case.get("latency_ns"))
-        tput = _num(_dict(case.get("throughput")).get("samples_per_s"))
+        stats = {"p50": cf["p50"], "p90": cf["p90"], "p99": cf["p99"], "median_ci": cf["p50_ci"],
+                 "p90_ci": cf["p90_ci"], "p99_ci": cf["p99_ci"], "cv": cf["cv"], "n": cf["n"]}
+        tput = _num(cf["throughput"])
         samples = case.get("samples_ns") if isinstance(case.get("samples_ns"), list) else None
 
-    cx = _dict(case.get("complexity"))
-    acc = _dict(case.get("accuracy"))
-    energy = _dict(case.get("energy"))
-    env = _dict(record.get("environment"))
     return {
-        "run_id": record.get("run_id"),
-        "started_at": record.get("started_at"),
-        "suite": _dict(record.get("suite")).get("name") or "?",
-        "bench_version": _dict(record.get("bench")).get("version"),
+        "run_id": run["run_id"],
+        "started_at": run["started_at"],
+        "suite": run["suite"] or "?",
+        "bench_version": run["bench_version"],
         "machine_id": machine.machine_id,
         "machine": machine.label,
-        "hostname": env.get("hostname"),
+        "hostname": run["hostname"],
         "cpu_model": machine.cpu_model,
         "gpus": machine.gpus,
-        "case_id": case.get("case_id") or "?",
-        "key": case.get("key"),
+        "case_id": cf["case_id"] or "?",
+        "key": cf["key"],
         "model": str(case.get("model", "?")),
         "variant": str(case.get("variant", "?")),
         "backend": str(case.get("backend", "?")),
         "runtime": str(case.get("runtime", "?")),
-        "runtime_version": case.get("runtime_version"),
-        "device": case.get("device"),
-        "precision": case.get("precision"),
-        "batch": int(case.get("batch") or 1),
-        "scenario": case.get("scenario") or "?",
+        "runtime_version": cf["runtime_version"],
+        "device": cf["device"],
+        "precision": cf["precision"],
+        "batch": int(cf["batch"] or 1),
+        "scenario": cf["scenario"] or "?",
         # a simulated device (an FPGA part) is not the host that ran the simulator: name it
         "platform": (f"{case.get('backend', '?')}/{case.get('runtime', '?')}"
                      + (f" {case['device']}" if simulated and case.get("device") else "") + f" @ {machine.label}"),
@@ -200,19 +187,19 @@ def _case_row(record: dict, case: dict, machine: Machine) -> dict:
         "headline": case.get("headline") if isinstance(case.get("headline"), dict) else None,
         # server cases: every QPS step the load generator tried (latency-vs-load curve)
         "load_steps": [s for s in (_dict(case.get("generator")).get("steps") or []) if isinstance(s, dict)],
-        "params": _num(cx.get("params")),
-        "macs": _num(cx.get("macs")),
-        "model_bytes": _num(cx.get("model_bytes")),
-        "sparsity": _num(cx.get("sparsity")),
-        "accuracy_metric": acc.get("metric"),
+        "params": _num(cf["params"]),
+        "macs": _num(cf["macs"]),
+        "model_bytes": _num(cf["model_bytes"]),
+        "sparsity": _num(cf["sparsity"]),
+        "accuracy_metric": cf["accuracy_metric"],
         # perplexity (lower is better) stays out of the accuracy column and the Pareto chart
-        "accuracy": None if acc.get("metric") == "perplexity" else _num(acc.get("value")),
-        "accuracy_baseline": _num(acc.get("baseline_value")),
-        "accuracy_delta": _num(acc.get("delta")),
-        "gate": _num(acc.get("gate")),
-        "passed": acc.get("passed") if isinstance(acc.get("passed"), bool) else None,
-        "joules_per_inference": _num(energy.get("joules_per_inference")),
-        "avg_watts": _num(energy.get("avg_watts")),
+        "accuracy": None if cf["accuracy_metric"] == "perplexity" else _num(cf["accuracy"]),
+        "accuracy_baseline": _num(cf["accuracy_baseline"]),
+        "accuracy_delta": _num(cf["accuracy_delta"]),
+        "gate": _num(cf["gate"]),
+        "passed": cf["passed"] if isinstance(cf["passed"], bool) else None,
+        "joules_per_inference": _num(cf["joules_per_inference"]),
+        "avg_watts": _num(cf["avg_watts"]),
         "peak_macs_per_s": peak,
         "peak_source": peak_source,
         "memory_bandwidth": bandwidth,

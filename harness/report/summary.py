@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 from harness.report.model import LATENCY_SCENARIOS, Dataset, frontiers, reference_rows
-from harness.report.frames import fmt_cell, fmt_num, gate_verdict
+from harness.report.frames import fmt_cell, gate_verdict
+from harness.units import fmt_num, ns_to_ms
 
 MAX_FRONTIER_LINES = 6
 
@@ -29,11 +30,11 @@ def _acc(r: dict) -> str:
 def _perf(r: dict) -> str:
     mark = "≈" if r["simulated"] else ""
     if r["scenario"] in LATENCY_SCENARIOS and r["p50"] is not None:
-        text = f"p50 {mark}{fmt_num(r['p50'] / 1e6)} ms"
+        text = f"p50 {mark}{fmt_num(ns_to_ms(r['p50']))} ms"
     elif r["throughput"]:
         text = f"{mark}{fmt_num(r['throughput'])} samples/s"
     else:
-        text = f"p50 {mark}{fmt_num(r['p50'] / 1e6)} ms"
+        text = f"p50 {mark}{fmt_num(ns_to_ms(r['p50']))} ms"
     if r["speedup"] and r["variant"] != r["baseline"]:
         text += f", {fmt_num(r['speedup'])}× vs {r['baseline']}"
     return text
@@ -96,7 +97,7 @@ def key_findings(ds: Dataset, procurement: list[dict] | None = None, currency: s
         if i == MAX_FRONTIER_LINES:
             out.append(f"(and {len(fronts) - MAX_FRONTIER_LINES} more frontiers: see the accuracy vs latency chart)")
             break
-        pts = ", ".join(f"{r['variant']} ({'≈' if r['simulated'] else ''}{fmt_num(r['p50'] / 1e6)} ms, "
+        pts = ", ".join(f"{r['variant']} ({'≈' if r['simulated'] else ''}{fmt_num(ns_to_ms(r['p50']))} ms, "
                         f"{fmt_cell('acc', r['accuracy'], r)})" for r in front)
         out.append(f"On the accuracy/latency frontier for {model} on {platform}: {pts}.")
 

@@ -145,7 +145,7 @@ def flat_table(records: Iterable[dict], *, layout: str = "wide"):
     """All cases of ``records`` as a pandas DataFrame with their raw samples (see the module doc)."""
     import pandas as pd
 
-    from harness.store.records import case_rows
+    from harness.store.flatten import case_rows
 
     if layout not in ("wide", "long"):
         raise BenchError(f"unknown layout {layout!r} (wide, long)")

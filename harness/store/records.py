@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from harness.errors import BenchError
+from harness.store.flatten import case_rows  # noqa: F401  (public here since v0.1: export, notebooks)
 
 SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).with_name("schema") / "run-v1.schema.json"
@@ -266,43 +267,6 @@ def read_records(items: Iterable[str | Path], *, journals: bool = False) -> list
     if not paths:
         raise BenchError("no run records found in " + ", ".join(str(i) for i in items))
     return [read_record(p) for p in paths]
-
-
-def _flatten(prefix: str, value: Any, row: dict) -> None:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _flatten(f"{prefix}.{k}" if prefix else k, v, row)
-    else:
-        row[prefix] = value
-
-
-def case_rows(record: dict, *, samples: bool = False) -> list[dict]:
-    """Flat rows (one per case) with run-level columns prefixed ``run.`` / ``env.``."""
-    env = record.get("environment", {})
-    base = {
-        "run_id": record.get("run_id"),
-        "run.started_at": record.get("started_at"),
-        "run.suite": record.get("suite", {}).get("name"),
-        "run.bench_version": record.get("bench", {}).get("version"),
-        "run.git_sha": record.get("bench", {}).get("git_sha"),
-        "env.machine_id": env.get("machine_id"),
-        "env.hostname": env.get("hostname"),
-        "env.cpu_model": env.get("cpu", {}).get("model"),
-    }
-    for k, v in (record.get("tags") or {}).items():
-        base[f"tag.{k}"] = v
-    rows = []
-    for case in record.get("cases", []):
-        row = dict(base)
-        for k, v in case.items():
-            if k == "samples_ns" and not samples:
-                continue
-            if k == "samples_ns":
-                row[k] = v
-                continue
-            _flatten(k, v, row)
-        rows.append(row)
-    return rows
 
 
 def load_results(path_or_glob: str | Path | Iterable[str | Path], *, samples: bool = False):
