@@ -14,6 +14,7 @@ Life of a case, inside its worker process::
     session = backend.prepare(artifact, precision=..., batch=..., threads=..., runtime=...)
     outputs = session.run(inputs)      # host numpy outputs, really computed
     session.synchronize()              # device work finished (no-op on CPU)
+    report = session.report()          # once, after the measured window: a SessionReport
     session.close()
 
 Concurrency (the load generator's server / multi-stream / offline scenarios): a session that
@@ -26,6 +27,10 @@ A generative model (an LLM artifact, ``meta["kind"] == "llm"``) is prepared with
 ``backend.prepare_generation(...)`` instead and yields a :class:`GenerationSession`: the
 harness calls ``prefill`` once per request batch, then ``decode`` once per further token,
 and reads its own clock after each call returns (a timestamp per generated token).
+
+What a session reports back is one explicit contract, :class:`SessionReport` (timings,
+estimates, memory, threads, info); docs/backends.md says where each field lands in the
+case record.
 """
 from __future__ import annotations
 
@@ -77,8 +82,56 @@ class Availability:
         return self.ok
 
 
+@dataclass
+class SessionReport:
+    """What a session reports back to the harness, read once after the measured window, before
+    ``close()``. Each field lands in one place of the case record:
+
+    * ``timings`` -> ``case["timings"]``: device-side measurements taken while running
+      (e.g. CUDA event splits, a compile count); free-form, JSON-serialisable.
+    * ``estimates`` -> ``case["estimates"]``: figures of a *simulated* device (an FPGA part),
+      never mixed with measured ones. ``estimates["identity"]`` (``device``, ``precision``)
+      replaces the planned device / precision of the case.
+    * ``memory`` -> ``case["memory"]["device"]``: device memory (e.g. peak allocated bytes);
+      host peak RSS is measured by the harness itself.
+    * ``threads`` -> merged into ``case["threads"]`` beside ``requested``: the thread settings
+      the runtime really uses (e.g. ``intra_op_num_threads``).
+    * ``info`` -> ``case["backend_info"]``: what the runtime was set to do, verbatim.
+    """
+
+    timings: dict[str, Any] | None = None
+    estimates: dict[str, Any] | None = None
+    memory: dict[str, Any] | None = None
+    threads: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"timings": self.timings, "estimates": self.estimates, "memory": self.memory,
+                "threads": dict(self.threads), "info": dict(self.info)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "SessionReport":
+        return cls(timings=d.get("timings"), estimates=d.get("estimates"), memory=d.get("memory"),
+                   threads=dict(d.get("threads") or {}), info=dict(d.get("info") or {}))
+
+
+def legacy_report(timings: Any, info: Mapping[str, Any] | None) -> SessionReport:
+    """A :class:`SessionReport` from the older hooks, for sessions written before ``report()``:
+    ``timings()["estimates"]`` are estimates, ``timings()["memory"]`` device memory, and the
+    ``info`` keys naming threads the thread settings."""
+    est = None
+    if isinstance(timings, dict) and isinstance(timings.get("estimates"), dict):
+        timings = dict(timings)
+        est = timings.pop("estimates")
+        timings = timings or None
+    memory = timings.get("memory") if isinstance(timings, dict) and isinstance(timings.get("memory"), dict) else None
+    info = dict(info or {})
+    return SessionReport(timings=timings, estimates=est, memory=memory or None,
+                         threads={k: v for k, v in info.items() if "thread" in k}, info=info)
+
+
 class Session:
-    """A prepared model on a device. Subclasses implement ``run``."""
+    """A prepared model on a device. Subclasses implement ``run`` (and usually ``report``)."""
 
     #: what the runtime was set to do, recorded verbatim in the case (threads, providers, ...)
     info: dict[str, Any]
@@ -96,8 +149,16 @@ class Session:
         """Block until all device work issued so far is finished (no-op on CPU)."""
 
     def timings(self) -> dict[str, Any] | None:
-        """Optional device-side timings gathered while running (e.g. CUDA events)."""
+        """Optional device-side timings gathered while running (e.g. CUDA events).
+
+        Older hook, still honoured: :meth:`report` is the contract; its default reads this."""
         return None
+
+    def report(self) -> SessionReport:
+        """What this session reports back (see :class:`SessionReport`); called once, before
+        ``close()``. The default builds it from ``timings()`` and ``info`` (:func:`legacy_report`),
+        so sessions written for those hooks keep working; in-tree sessions override it."""
+        return legacy_report(self.timings(), self.info)
 
     def energy_meter(self):
         """A meter (see :mod:`harness.measure.energy`) for the device this session runs on, or None."""
@@ -188,6 +249,15 @@ class Backend:
 
     def runtime_version(self, runtime: str) -> str | None:
         return None
+
+    def list_targets(self) -> list[dict[str, Any]]:
+        """Targets this backend can model besides the device it runs on (e.g. the FPGA parts of a
+        simulator), one dict each with at least ``name``; ``bench list parts`` shows them."""
+        return []
+
+    def check_options(self, options: Mapping[str, Any] | None) -> None:
+        """Check ``--option`` values in the parent before any case runs: raise
+        :class:`harness.errors.BenchError` (one line, exit 2) for a bad one. Default: accept all."""
 
     def prepare(self, artifact: "Any", *, precision: str, batch: int, threads: int,
                 runtime: str, options: Mapping[str, Any] | None = None) -> Session:

@@ -19,12 +19,17 @@ from __future__ import annotations
 import importlib.util
 from typing import Any, Mapping
 
-from backends.base import Availability, Backend, Session, UnsupportedCase, dist_version
+from backends._common import TORCH_DTYPES
+from backends.base import Availability, Backend, Session, SessionReport, UnsupportedCase, dist_version
 
 _DISTS = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "torch": ("torch",),
           "tensorflow": ("tensorflow-cpu", "tensorflow")}
 
 
+
+
+#: the onnxruntime thread settings a session reports (both are set explicitly in SessionOptions)
+_ORT_THREADS = ("intra_op_num_threads", "inter_op_num_threads")
 
 
 class _HostSession(Session):
@@ -95,6 +100,9 @@ class OrtSession(_HostSession):
     def run(self, inputs):  # replaced per instance in __init__
         return self._sess.run(None, inputs)
 
+    def report(self) -> SessionReport:
+        return SessionReport(info=self.info, threads={k: self.info[k] for k in _ORT_THREADS})
+
     def _run_bound(self, inputs):
         bind = self._bind
         for name, arr in inputs.items():
@@ -114,7 +122,7 @@ class OrtSession(_HostSession):
 
 
 class TorchSession(_HostSession):
-    DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+    DTYPES = TORCH_DTYPES
 
     def __init__(self, module, *, precision: str, threads: int, options: Mapping[str, Any]):
         super().__init__()
@@ -142,6 +150,9 @@ class TorchSession(_HostSession):
             out = self._module(*args)
         outs = out if isinstance(out, (tuple, list)) else (out,)
         return [o.float().numpy() if o.dtype != torch.float32 else o.numpy() for o in outs]
+
+    def report(self) -> SessionReport:
+        return SessionReport(info=self.info, threads={k: self.info[k] for k in ("num_threads", "num_interop_threads")})
 
 
 class CPUBackend(Backend):

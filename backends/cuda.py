@@ -73,17 +73,14 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from backends.base import Availability, Backend, Session, UnsupportedCase, dist_version
+from backends._common import TORCH_DTYPES, option_flag, quantization_of
+from backends.base import Availability, Backend, Session, SessionReport, UnsupportedCase, dist_version
 
 RUNTIMES = ("torch", "onnxruntime")
 _ORT_GPU_DISTS = ("onnxruntime-gpu", "onnxruntime-training", "onnxruntime")
 _MAX_EVENT_CALLS = 200_000
 _EVENT_RING = 256  # event sets created once per session; a slot is read when it comes round again
 _NULL_KERNEL_CALLS = 200
-
-
-def _truthy(v) -> bool:
-    return str(v).strip().lower() in ("1", "true", "yes", "on")
 
 
 # ----------------------------------------------------------------------------- cheap probes
@@ -392,12 +389,13 @@ def describe_device(gpu: dict | None, nvml_facts: dict | None, probe: dict | Non
 # ----------------------------------------------------------------------------- measurement helpers
 
 def summarize_ns(values: Sequence[float]) -> dict | None:
+    """The distribution of one part's device times: :func:`harness.measure.stats.summarize` (the
+    harness's one summary, so device and host times read alike), None when nothing was timed."""
     if not values:
         return None
-    a = np.asarray(values, dtype=np.float64)
-    return {"n": int(a.size), "mean": float(a.mean()), "p50": float(np.percentile(a, 50)),
-            "p90": float(np.percentile(a, 90)), "p99": float(np.percentile(a, 99)), "min": float(a.min()),
-            "max": float(a.max())}
+    from harness.measure.stats import summarize
+
+    return summarize(values)
 
 
 class EnergyMeter:
@@ -725,7 +723,7 @@ class TorchCudaSession(Session):
     ``.cpu()``: the call's completion) [e3]; no ``synchronize`` afterwards.
     """
 
-    DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+    DTYPES = TORCH_DTYPES
     PARTS = ("h2d", "compute", "d2h")
 
     def __init__(self, module, *, torch, precision: str, batch: int, inputs_meta: list[dict],
@@ -745,7 +743,7 @@ class TorchCudaSession(Session):
         self._window = _Window()
         self._meter = NvmlEnergyMeter(monitor, self._window) if monitor is not None else None
         self._summary = None
-        self._events = _truthy(options.get("events", 1))
+        self._events = option_flag(options.get("events", 1))
         amp = str(options.get("amp", "cast"))
         if amp not in ("cast", "autocast"):
             raise UnsupportedCase(f"cuda/torch: amp must be cast or autocast, got {amp!r}")
@@ -758,8 +756,8 @@ class TorchCudaSession(Session):
         self._autocast = precision in ("fp16", "bf16") and amp == "autocast"
         self._cast_inputs = precision in ("fp16", "bf16") and amp == "cast"
         backends = getattr(torch, "backends", None)
-        cudnn_bench = _truthy(options.get("cudnn_benchmark", 1))
-        tf32 = _truthy(options.get("tf32", 0))
+        cudnn_bench = option_flag(options.get("cudnn_benchmark", 1))
+        tf32 = option_flag(options.get("tf32", 0))
         if backends is not None and hasattr(backends, "cudnn"):
             backends.cudnn.benchmark = cudnn_bench
             backends.cudnn.allow_tf32 = tf32
@@ -771,13 +769,13 @@ class TorchCudaSession(Session):
             module = int8["apply"](module.to(self._dev))
         else:
             module = module.to(device=self._dev, dtype=dtype if self._cast_inputs else torch.float32)
-        compile_on = _truthy(options.get("compile", 0))
+        compile_on = option_flag(options.get("compile", 0))
         compile_mode = str(options.get("compile_mode", "default"))
         if compile_on:
             module = torch.compile(module, mode=None if compile_mode == "default" else compile_mode)
         self._module = module
         self._graph = None
-        graphs = _truthy(options.get("cuda_graphs", 0))
+        graphs = option_flag(options.get("cuda_graphs", 0))
         if graphs:
             self._capture(inputs_meta)
         self._ring = EventRing(self._cuda, _EVENT_RING, self.PARTS) if self._events else None
@@ -945,6 +943,10 @@ class TorchCudaSession(Session):
                 "energy_detail": (self._meter.detail if self._meter is not None and self._meter.detail else
                                   _no_energy(self._monitor))}
 
+    def report(self) -> SessionReport:
+        t = self.timings()
+        return SessionReport(timings=t, memory=t.get("memory"), info=self.info)
+
     def close(self):
         self._summary = self.timings()  # the harness reads timings() after close()
         self._module = None
@@ -992,7 +994,7 @@ class OrtCudaSession(Session):
         cuda_opts = {"device_id": device_id,
                      "cudnn_conv_algo_search": str(options.get("cudnn_conv_algo_search", "EXHAUSTIVE")),
                      "do_copy_in_default_stream": "1"}
-        if _truthy(options.get("cuda_graphs", 0)):
+        if option_flag(options.get("cuda_graphs", 0)):
             cuda_opts["enable_cuda_graph"] = "1"
         providers: list = []
         if use_trt:
@@ -1099,6 +1101,11 @@ class OrtCudaSession(Session):
                 "energy_detail": (self._meter.detail if self._meter is not None and self._meter.detail else
                                   _no_energy(self._monitor))}
 
+    def report(self) -> SessionReport:
+        t = self.timings()
+        return SessionReport(timings=t, memory=t.get("memory"), info=self.info,
+                             threads={k: self.info[k] for k in ("intra_op_num_threads", "inter_op_num_threads")})
+
     def close(self):
         self._summary = self.timings()  # the harness reads timings() after close()
         self._binding = None
@@ -1116,7 +1123,7 @@ def plan_ort_precision(precision: str, quantization: dict | None, use_trt: bool,
     ``allow_cpu``: whether nodes may run on the CPU (``--option allow_cpu_fallback=1``);
     never for int8 integer-op graphs (their point is the GPU's integer kernels).
     """
-    allow = _truthy(options.get("allow_cpu_fallback", 0))
+    allow = option_flag(options.get("allow_cpu_fallback", 0))
     if precision in ("fp32", "fp16"):
         return {"mode": precision + (" (TensorRT)" if use_trt else " (CUDA EP)"), "allow_cpu": allow}
     if precision == "bf16":
@@ -1129,7 +1136,7 @@ def plan_ort_precision(precision: str, quantization: dict | None, use_trt: bool,
     if use_trt:
         return {"mode": "int8 (TensorRT engine built from the QDQ graph)", "allow_cpu": False}
     if quantization["mode"] in ("qdq", "mixed"):
-        if _truthy(options.get("allow_qdq_emulation", 0)):
+        if option_flag(options.get("allow_qdq_emulation", 0)):
             return {"mode": "int8 QDQ emulated on the CUDA EP (dequantize -> fp32 op -> quantize; no int8 kernels)",
                     "allow_cpu": allow}
         raise UnsupportedCase("cuda/onnxruntime: the CUDA EP runs a QDQ graph as dequantize -> fp32 op -> quantize "
@@ -1364,12 +1371,8 @@ class CUDABackend(Backend):
         import onnx
         import onnxruntime as ort
 
-        from backends.tf_runtime import quantization_of
-
         quant = quantization_of(onnx.load(str(artifact.onnx_path), load_external_data=False))
-        from harness.plan.artifacts import cache_root
-
-        cache = cache_root() / "tensorrt-engines" / f"{artifact.name}-{artifact.variant}-{artifact.key}"
+        cache = artifact.side_cache("tensorrt-engines")
         if "TensorrtExecutionProvider" in ort.get_available_providers():
             cache.mkdir(parents=True, exist_ok=True)
         index = int(options.get("device", 0))

@@ -46,14 +46,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from backends.base import Session, UnsupportedCase
+from backends._common import INTEGER_OPS, QDQ_OPS, quantization_of  # noqa: F401  (shared with cuda)
+from backends.base import Session, SessionReport, UnsupportedCase
 
-#: Ops that carry integer arithmetic (int8 kernels in ONNX terms).
-INTEGER_OPS = {"MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv", "DynamicQuantizeLinear",
-               "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QGemm", "QLinearAdd", "QLinearMul",
-               "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearSigmoid", "QLinearLeakyRelu",
-               "QLinearSoftmax", "QLinearConcat"}
-QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 #: initializers with at least this many elements become tf.Variables (weights); smaller ones
 #: stay numpy constants so shape arithmetic folds at trace time.
 VARIABLE_MIN_SIZE = 16
@@ -174,29 +169,6 @@ class _Graph:
 
     def quantization(self) -> dict | None:
         return quantization_of(self.op_counts)
-
-
-def quantization_of(op_counts) -> dict | None:
-    """How a graph is quantized, from its op types alone (``{"mode", "ops", "note"}``, or None).
-
-    ``op_counts``: op type names (``domain.Op`` outside the default domain), or an ONNX model."""
-    if hasattr(op_counts, "graph"):
-        op_counts = {(n.domain + "." if n.domain not in ("", "ai.onnx") else "") + n.op_type
-                     for n in op_counts.graph.node}
-    ops = {k for k in op_counts if k.split(".")[-1] in INTEGER_OPS | QDQ_OPS}
-    if not ops:
-        return None
-    integer = sorted(o for o in ops if o.split(".")[-1] in INTEGER_OPS)
-    mode = "integer" if integer and not (ops - set(integer)) else ("qdq" if not integer else "mixed")
-    notes = {
-        "integer": "integer ops (MatMulInteger/ConvInteger/QLinear*) run in int32 arithmetic, exact",
-        "qdq": "QDQ graph run as QDQ means: QuantizeLinear rounds (half to even) and saturates to the "
-               "integer grid, DequantizeLinear maps back, the op between runs in float; TensorFlow/XLA "
-               "has no fused int8 kernels for it, so the int8 numerics are exact but the speed is that "
-               "of the float ops plus the (de)quantize work",
-        "mixed": "integer ops in int32 arithmetic, QDQ pairs as quantize -> float op -> dequantize",
-    }
-    return {"mode": mode, "ops": sorted(ops), "note": notes[mode]}
 
 
 # ----------------------------------------------------------------------------- the interpreter
@@ -1531,11 +1503,13 @@ class TFSession(Session):
         self._first: dict[str, Any] = {}
         self._concrete = None
         self._signature: list | None = None
+        threads = thread_info(tf)
+        self._thread_keys = tuple(threads)  # what report() gives as the thread settings in force
         self.info = {
             "runtime": "tensorflow", "tensorflow_version": tf.__version__,
             "jit_compile": bool(jit) if strategy is None else "always (TPU)",
             "device": device or ("replicated" if strategy is not None else "default"),
-            "replicas": replicas, "steps_per_execution": k, **thread_info(tf), **loaded.info, **(info or {}),
+            "replicas": replicas, "steps_per_execution": k, **threads, **loaded.info, **(info or {}),
         }
 
     def _looped(self, fn, k):
@@ -1631,6 +1605,10 @@ class TFSession(Session):
         return {"first_call": self._first, "tracing_count": tracing, "calls": self._calls,
                 "note": "first call = trace + XLA compile + run; later calls reuse the compiled program"
                         + ("" if tracing in (None, 1) else "; retraced: input shapes changed between calls")}
+
+    def report(self) -> SessionReport:
+        return SessionReport(timings=self.timings(), info=self.info,
+                             threads={k: self.info[k] for k in self._thread_keys if k in self.info})
 
     def close(self):
         self._summary = self.timings()  # the harness reads timings() after close()

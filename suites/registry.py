@@ -13,6 +13,9 @@ What a registry provides (plain functions; all cheap except ``artifact_for`` and
 * ``recipes()`` -> ``{name: recipe}``; a recipe has ``name, family, precision, description``;
 * ``llm_variants(model)``, ``variant_precision(variant, model)``, ``llm_facts(model)``: generative
   LLMs (their variants are made at load time);
+* ``datasets()`` -> the weights / data-set manager behind ``bench data``;
+* ``require_models(names)`` -> None, or one BenchError line naming a missing weights package /
+  data set and its install command;
 * ``is_user_model(ref)`` -> whether a ``--model`` value is the user's own model (``*.onnx``
   or ``package.module:factory``) rather than a zoo name;
 * ``artifact_for(model, variant, rebuild=False)`` -> ``(Artifact, built_now)``;
@@ -83,6 +86,18 @@ def llm_facts(model: str) -> dict | None:
 
         return model_facts(check_checkpoint(model))
     return None
+
+
+def datasets():
+    from suites import datasets as _datasets
+
+    return _datasets
+
+
+def require_models(names) -> None:
+    from suites import datasets
+
+    datasets.require_models(set(names))
 
 
 def is_user_model(ref: str) -> bool:

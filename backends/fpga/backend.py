@@ -5,7 +5,7 @@ analytical cycle / resource estimate of the design on a named part
 (:mod:`backends.fpga.estimator`). ``Session.run`` returns the emulator's outputs, so the
 harness measures accuracy as the FPGA design would reach it; the wall time the harness measures
 is the *emulator's* on the host CPU and is labelled so (``backend_info.timing_is``). The FPGA's
-latency and throughput are estimates, returned by ``Session.timings()["estimates"]`` and moved by
+latency and throughput are estimates, returned as ``SessionReport.estimates`` (``Session.report()``) and put by
 the runner into ``case["estimates"]``.
 
 Options (``bench run --option K=V`` or the flags ``--part``, ``--precision``, ``--reuse-factor``,
@@ -28,7 +28,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from backends.base import Availability, Backend, DoesNotFit, Session, UnsupportedCase
+from backends._common import option_flag
+from backends.base import Availability, Backend, DoesNotFit, Session, SessionReport, UnsupportedCase
 from harness.errors import BenchError
 
 SIM_VERSION = "1.0"
@@ -50,8 +51,9 @@ class DesignDoesNotFit(DoesNotFit):
     the full estimate (``.estimates``: resources, % of the part, II, latency, ``fits: false``)."""
 
 
-def _truthy(v) -> bool:
-    return str(v).strip().lower() in ("1", "true", "yes", "on", "")
+def _on(v) -> bool:
+    """``fit`` and friends: given without a value means on."""
+    return option_flag(v, bare=True)
 
 
 def parse_options(options: Mapping[str, Any] | None) -> dict:
@@ -83,7 +85,7 @@ def parse_options(options: Mapping[str, Any] | None) -> dict:
                                   "data and weights")
     rf = opts.get("reuse_factor")
     fit = opts.get("fit")
-    if rf not in (None, "") and fit not in (None, "") and _truthy(fit):
+    if rf not in (None, "") and fit not in (None, "") and _on(fit):
         raise FPGAOptionError("give either --reuse-factor or --fit, not both")
     if rf not in (None, ""):
         try:
@@ -95,7 +97,7 @@ def parse_options(options: Mapping[str, Any] | None) -> dict:
         out["fit"] = False
     else:
         out["reuse_factor"] = None
-        out["fit"] = True if fit in (None, "") else _truthy(fit)
+        out["fit"] = True if fit in (None, "") else _on(fit)
         if not out["fit"]:
             out["reuse_factor"] = 1
     strategy = str(opts.get("strategy") or "auto").strip().lower()
@@ -135,8 +137,9 @@ class FPGASession(Session):
     def run(self, inputs):
         return self._emu.run(inputs)
 
-    def timings(self):
-        return {"estimates": self._estimate}
+    def report(self) -> SessionReport:
+        # the device's figures are estimates; the measured wall time is the emulator's (latency_ns)
+        return SessionReport(estimates=self._estimate, info=self.info)
 
     def close(self):
         self._emu = None
@@ -229,6 +232,12 @@ class FPGABackend(Backend):
 
     def runtime_version(self, runtime: str) -> str | None:
         return f"sim-{SIM_VERSION}"
+
+    def list_targets(self) -> list[dict]:
+        """The FPGA parts this simulator models (``bench list parts``)."""
+        from backends.fpga.parts import PARTS
+
+        return [dict(p) for p in PARTS.values()]
 
     def check_options(self, options: Mapping[str, Any] | None) -> None:
         """Validate options in the parent before any case runs (raises a one-line BenchError)."""

@@ -18,7 +18,7 @@ import importlib.util
 import platform
 from importlib import metadata
 
-from backends.base import Availability, Backend, Session, UnsupportedCase
+from backends.base import Availability, Backend, Session, SessionReport, UnsupportedCase
 
 
 class ReferenceSession(Session):
@@ -34,6 +34,11 @@ class ReferenceSession(Session):
 
     def run(self, inputs):
         return self._evaluator.run(None, dict(inputs))
+
+    def report(self) -> SessionReport:
+        # once, after the measured window: what the runtime used (``timings``, ``memory`` and
+        # ``estimates`` are for devices that measure or simulate more; see docs/backends.md)
+        return SessionReport(info=self.info, threads={"threads": 1})
 
     def close(self):
         self._evaluator = None

@@ -19,7 +19,9 @@ def command():
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json):
     """Where each source was found (or the command that installs it); exit 1 when any is missing."""
-    from suites import datasets
+    from harness.plan.models import datasets
+
+    datasets = datasets()
 
     rows = datasets.status()
     if as_json:
@@ -41,7 +43,9 @@ def status(as_json):
 @click.argument("names", nargs=-1)
 def install(names):
     """Install NAMES (default: every source the standard suites need). Idempotent."""
-    from suites import datasets
+    from harness.plan.models import datasets
+
+    datasets = datasets()
 
     for n in names:
         datasets.get(n)  # unknown name: one line, exit 2, before anything is fetched

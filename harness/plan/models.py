@@ -70,6 +70,18 @@ def llm_facts(model: str) -> dict | None:
     return registry().llm_facts(model)
 
 
+def datasets():
+    """The registry's weights / data-set manager (``status()``, ``install(name)``, ``get(name)``,
+    ``data_dir()``, ``SOURCES``), for ``bench data``."""
+    return registry().datasets()
+
+
+def require_models(names) -> None:
+    """Every weights package and data set the named zoo models need is installed, or one
+    :class:`BenchError` line naming the package and its install command."""
+    registry().require_models(set(names))
+
+
 def is_user_model(ref: str) -> bool:
     return registry().is_user_model(ref)
 

@@ -56,7 +56,7 @@ def headline(scenario: str, stats: dict, throughput: dict) -> dict:
 
 def run_case(payload: dict) -> dict:
     """Worker entry: returns the measured part of a case record (JSON-serialisable)."""
-    from backends.base import DoesNotFit, Session, UnsupportedCase
+    from backends.base import DoesNotFit, Session, UnsupportedCase, legacy_report
     from harness.measure import accuracy as acc
     from harness.plan.artifacts import Artifact
     from harness.measure.energy import measure_energy
@@ -104,7 +104,7 @@ def run_case(payload: dict) -> dict:
         return {"status": "unsupported", "reason": str(exc)}
     except DoesNotFit as exc:  # not run, but its estimate is kept (the runner moves it to case["estimates"])
         return {"status": "does_not_fit", "reason": str(exc),
-                "timings": {"estimates": exc.estimates} if exc.estimates else None}
+                "report": {"timings": None, "estimates": exc.estimates or None}}
     prepare_s = time.perf_counter() - t_prep
 
     ev = artifact.eval_data()
@@ -161,8 +161,8 @@ def run_case(payload: dict) -> dict:
                 scenario=scenario, samples=samples, warmup_settled=wu["settled"])
     es = early_stopping_percentile(samples, HEADLINE_Q["single-stream"], EARLY_STOPPING_CONFIDENCE)
     lg_summary = _loadgen_driver(payload, session, ev, artifact, scenario, batch, sc_opts, stats)
-    timings = session.timings()  # before close(): a session may free what it measured
-    info = session.info
+    # what the session reports (SessionReport), before close(): a session may free what it measured
+    report = session.report() if isinstance(session, Session) else legacy_report(session.timings(), session.info)
     session.close()
     return {
         "early_stopping": es,
@@ -182,8 +182,7 @@ def run_case(payload: dict) -> dict:
         "validity": v,
         "accuracy": accuracy,
         "energy": energy,
-        "backend_info": info,
-        "timings": timings,
+        "report": report.to_dict(),  # placed into the record by the parent (harness.run.runner)
     }
 
 
@@ -234,8 +233,7 @@ def _generator_case(payload, session, artifact, ev, settings, scenario, batch, s
     res["generator"]["integrity"]["in_window_accuracy"] = in_window
     lg_summary = _loadgen_driver(payload, session, ev, artifact, scenario, batch, sc_opts, res["latency_ns"],
                                  bench_value=(res["headline"] or {}).get("value"))
-    timings = session.timings()
-    info = session.info
+    report = session.report() if isinstance(session, Session) else legacy_report(session.timings(), session.info)
     session.close()
     res["warmup"] = {**res["warmup"], "prepare_s": prepare_s}
     return {
@@ -245,9 +243,8 @@ def _generator_case(payload, session, artifact, ev, settings, scenario, batch, s
         "attempts": [],
         "accuracy": accuracy,
         "energy": energy,
-        "backend_info": info,
-        "timings": timings,
         **({"loadgen": lg_summary} if lg_summary is not None else {}),
+        "report": report.to_dict(),  # placed into the record by the parent (harness.run.runner)
     }
 
 

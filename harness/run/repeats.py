@@ -236,6 +236,7 @@ def combine(results: list[dict], *, scenario: str, batch: int, settings, seed: i
         "memory": {"peak_rss_bytes": max((r.get("memory") or {}).get("peak_rss_bytes") or 0 for _, r in measured) or None,
                    **({"device": first["memory"]["device"]} if (first.get("memory") or {}).get("device") else {})},
         "threads": first.get("threads"),
+        **({"estimates": first["estimates"]} if isinstance(first.get("estimates"), dict) else {}),
         "worker": first.get("worker"),
         "repeats": [_repeat_summary(i, r) for i, r in enumerate(results)],
         "between_process": between,

@@ -110,18 +110,17 @@ def run(opts: RunOptions, *, on_event: Callable[[str, dict], None] | None = None
     cases, each with its ``machine_id``/``node``) and ``path`` names the files.
     """
     from harness.measure.timing import timer_overhead
+    from harness.plan import models as model_registry
     from harness.plan import suite as suitemod
     from harness.run import repeats as repeatsmod
     from harness.run.executors import get_executor
 
     emit = on_event or (lambda kind, data: None)
-    from suites.zoo import byo
-
     if opts.replicas and "offline" not in (opts.scenarios or ["offline"]):
         raise BenchError("--replicas measures data-parallel scaling of the offline scenario: add offline to --scenario")
     if opts.pin and opts.executor != "local":
         raise BenchError("--pin names CPUs of this machine: it is for --executor local")
-    suite = suitemod.load(opts.suite) if opts.suite else byo.default_suite()
+    suite = suitemod.load(opts.suite) if opts.suite else suitemod.default_suite()
     names = [b.strip() for b in opts.backend.split(",") if b.strip()]
     if not names or len(set(names)) != len(names):
         raise BenchError(f"--backend {opts.backend}: give one backend, or a comma list without repeats")
@@ -130,8 +129,7 @@ def run(opts: RunOptions, *, on_event: Callable[[str, dict], None] | None = None
     remote = opts.executor != "local"
     backends = [resolve_backend(n, opts.runtime, check_here=not remote) for n in names]
     for backend, _ in backends:
-        if hasattr(backend, "check_options"):  # e.g. fpga: unknown part / impossible precision -> one line, exit 2
-            backend.check_options(opts.backend_options)
+        backend.check_options(opts.backend_options)  # e.g. fpga: unknown part / impossible precision -> one line, exit 2
     _check_scenario_options(opts.scenario_options)
     timeout = opts.case_timeout_s or suite.case_timeout_s or DEFAULT_CASE_TIMEOUT_S
     prof = repeatsmod.profile(opts.profile)
@@ -145,12 +143,12 @@ def run(opts: RunOptions, *, on_event: Callable[[str, dict], None] | None = None
     try:
         executor.check(needs_of.values())
         return _run(opts, suite, backends, needs_of, settings, timeout, k, executor, emit, timer_overhead,
-                    byo, suitemod, repeatsmod)
+                    suitemod, repeatsmod)
     finally:
         executor.close()
 
 
-def _run(opts, suite, backends, needs_of, settings, timeout, k, executor, emit, timer_overhead, byo, suitemod,
+def _run(opts, suite, backends, needs_of, settings, timeout, k, executor, emit, timer_overhead, suitemod,
          repeatsmod):
     from dataclasses import replace
 
@@ -160,16 +158,13 @@ def _run(opts, suite, backends, needs_of, settings, timeout, k, executor, emit, 
 
     threads = opts.threads or executor.default_threads(next(iter(needs_of.values()))) or default_threads()
     # the user's own models: validated and built up front, so a bad file is one line and exit 2
-    user = byo.resolve(opts.user_models, opts.input_shapes, rebuild=opts.rebuild, emit=emit) \
+    user = model_registry.user_models(opts.user_models, opts.input_shapes, rebuild=opts.rebuild, emit=emit) \
         if opts.user_models else []
     cases = []
     for backend, runtime in backends:
-        if suite.models and (opts.models or not user):
-            cases += suitemod.plan(suite, backend=backend.name, runtime=runtime, scenarios=opts.scenarios,
-                                   batches=opts.batches, models=opts.models,
-                                   multistream_samples=int(opts.scenario_options.get("samples_per_query") or 8))
-        cases += byo.plan(user, backend=backend.name, runtime=runtime, scenarios=opts.scenarios or suite.scenarios,
-                          batches=opts.batches, suite_batches=suite.data.get("batch_sizes"))
+        cases += suitemod.plan(suite, backend=backend.name, runtime=runtime, scenarios=opts.scenarios,
+                               batches=opts.batches, models=opts.models, user_models=user,
+                               multistream_samples=int(opts.scenario_options.get("samples_per_query") or 8))
     if not cases:
         raise BenchError(f"suite {suite.name} has no cases for the given filters")
     _check_data({pc.model for pc in cases})
@@ -318,9 +313,9 @@ def _run(opts, suite, backends, needs_of, settings, timeout, k, executor, emit, 
 def _check_data(models: set[str]) -> None:
     """Every weights package and data set the planned zoo models need is here, or one line naming the
     package and its install command (exit 2) before any case runs -- never a run of skipped cases."""
-    from suites import datasets
+    from harness.plan.models import require_models
 
-    datasets.require_models(models)
+    require_models(models)
 
 
 class _Outputs:
@@ -422,7 +417,7 @@ def _version() -> str:
 
 
 def _artifact(model: str, variant: str, rebuild: bool, emit):
-    from suites.build import artifact_for
+    from harness.plan.models import artifact_for
 
     emit("artifact", {"model": model, "variant": variant})
     t0 = time.perf_counter()
@@ -524,16 +519,7 @@ def _result_from(jr, threads: int, opts) -> dict:
     worker = wr.to_record()
     if wr.ok and wr.result is not None:
         result = dict(wr.result)
-        device_memory = (result.get("timings") or {}).get("memory") if isinstance(result.get("timings"), dict) else None
-        result["memory"] = {"peak_rss_bytes": wr.peak_rss_bytes,
-                            **({"device": device_memory} if device_memory else {}),
-                            **(result.get("memory") or {})}  # a generation case adds its KV cache's bytes
-        if result["memory"].get("kv_cache_bytes") and wr.peak_rss_bytes:
-            result["memory"]["kv_cache_share"] = result["memory"]["kv_cache_bytes"] / wr.peak_rss_bytes
-        if result.get("backend_info"):
-            bi = result["backend_info"]
-            result["threads"] = {"requested": threads,
-                                 **{k: v for k, v in bi.items() if "thread" in k}}
+        _apply_report(result, threads=threads, peak_rss_bytes=wr.peak_rss_bytes)
         result["worker"] = worker
         if opts.pin:
             result["pinned_cpus"] = worker.get("cpus")
@@ -640,17 +626,41 @@ def _metric(suite_metric: str | None, art) -> str | None:
     return suite_metric or art.meta.get("metric")
 
 
-def _carry_estimates(result: dict) -> None:
-    """A simulated backend returns its figures as ``timings["estimates"]``: move them to the case's
-    top-level ``estimates`` (never mixed with measured ones). Their ``identity`` (the simulated part
-    and the precision actually emulated) replaces the planned device / precision, so runs on
-    different parts or precisions do not share a comparability key."""
-    timings = result.get("timings")
-    if not isinstance(timings, dict) or not isinstance(timings.get("estimates"), dict):
+def _apply_report(result: dict, *, threads: int, peak_rss_bytes: int | None) -> None:
+    """Place what the session reported (``result["report"]``, a :class:`backends.base.SessionReport`
+    as a dict) where the case record keeps it: ``backend_info``, ``timings``, ``memory`` (host peak
+    RSS measured here + the device's), ``threads`` (requested + what the runtime uses) and, for a
+    simulated device, ``estimates``."""
+    rep = result.pop("report", None)  # None: the case ended before a session existed (unsupported)
+    if rep is None and ("backend_info" in result or "timings" in result):
+        from backends.base import legacy_report  # a case path that returned the session's fields itself
+
+        rep = legacy_report(result.pop("timings", None), result.pop("backend_info", None)).to_dict()
+    if rep is not None:
+        if "info" in rep:  # a partial report (a design that does not fit) has no session, so no info
+            result["backend_info"] = rep["info"]
+        result["timings"] = rep.get("timings")
+    device_memory = (rep or {}).get("memory")
+    result["memory"] = {"peak_rss_bytes": peak_rss_bytes, **({"device": device_memory} if device_memory else {}),
+                        **(result.get("memory") or {})}  # a generation case adds its KV cache's bytes
+    if result["memory"].get("kv_cache_bytes") and peak_rss_bytes:
+        result["memory"]["kv_cache_share"] = result["memory"]["kv_cache_bytes"] / peak_rss_bytes
+    if rep is None:
         return
-    est = timings.pop("estimates")
-    result["timings"] = timings or None
-    result["estimates"] = est
+    if rep.get("info"):
+        result["threads"] = {"requested": threads, **(rep.get("threads") or {})}
+    if isinstance(rep.get("estimates"), dict):
+        result["estimates"] = rep["estimates"]  # their identity and verdict: _carry_estimates
+
+
+def _carry_estimates(result: dict) -> None:
+    """A simulated backend reports its figures as ``estimates`` (the case's top-level ``estimates``,
+    never mixed with measured ones). Their ``identity`` (the simulated part and the precision
+    actually emulated) replaces the planned device / precision, so runs on different parts or
+    precisions do not share a comparability key. Applied once per case (after repeats combine)."""
+    est = result.get("estimates")
+    if not isinstance(est, dict):
+        return
     ident = est.get("identity") or {}
     for k in ("device", "precision"):
         if ident.get(k):
