@@ -54,9 +54,19 @@ def headline(scenario: str, stats: dict, throughput: dict) -> dict:
     return {"metric": "samples_per_s", "value": throughput["samples_per_s"], "unit": "1/s"}
 
 
+def session_report(session):
+    """The session's :class:`backends.base.SessionReport`; a session object that is no
+    :class:`~backends.base.Session` subclass is read through the older hooks (``timings()``, ``info``)."""
+    from backends.base import Session, legacy_report
+
+    if isinstance(session, Session):
+        return session.report()
+    return legacy_report(session.timings(), session.info)
+
+
 def run_case(payload: dict) -> dict:
     """Worker entry: returns the measured part of a case record (JSON-serialisable)."""
-    from backends.base import DoesNotFit, Session, UnsupportedCase, legacy_report
+    from backends.base import DoesNotFit, Session, UnsupportedCase
     from harness.measure import accuracy as acc
     from harness.plan.artifacts import Artifact
     from harness.measure.energy import measure_energy
@@ -162,7 +172,7 @@ def run_case(payload: dict) -> dict:
     es = early_stopping_percentile(samples, HEADLINE_Q["single-stream"], EARLY_STOPPING_CONFIDENCE)
     lg_summary = _loadgen_driver(payload, session, ev, artifact, scenario, batch, sc_opts, stats)
     # what the session reports (SessionReport), before close(): a session may free what it measured
-    report = session.report() if isinstance(session, Session) else legacy_report(session.timings(), session.info)
+    report = session_report(session)
     session.close()
     return {
         "early_stopping": es,
@@ -233,7 +243,7 @@ def _generator_case(payload, session, artifact, ev, settings, scenario, batch, s
     res["generator"]["integrity"]["in_window_accuracy"] = in_window
     lg_summary = _loadgen_driver(payload, session, ev, artifact, scenario, batch, sc_opts, res["latency_ns"],
                                  bench_value=(res["headline"] or {}).get("value"))
-    report = session.report() if isinstance(session, Session) else legacy_report(session.timings(), session.info)
+    report = session_report(session)
     session.close()
     res["warmup"] = {**res["warmup"], "prepare_s": prepare_s}
     return {
