@@ -324,14 +324,14 @@ def load_figure(ds: Dataset):
         steps = sorted((s for s in r["load_steps"] if s.get("qps") or s.get("target_qps")),
                        key=lambda s: s.get("qps") or s.get("target_qps"))
         x = [s.get("qps") or s.get("target_qps") for s in steps]
-        y = [_ms(s.get("p99_early_stopping_ns") or s.get("p99_ns")) for s in steps]
+        y = [ns_to_ms(s.get("p99_early_stopping_ns") or s.get("p99_ns")) for s in steps]
         color = PALETTE[i % len(PALETTE)]
         name = _t(f"{r['case_id']} @ {r['machine']}")
         fig.add_trace(go.Scatter(
             x=x, y=y, mode="lines+markers", name=name, line={"color": color},
             marker={"symbol": ["circle" if s.get("valid") else "circle-open" for s in steps], "size": 9},
             hovertemplate="%{x:,.0f} QPS: p99 %{y:.4g} ms<extra></extra>"))
-        bound = _ms(next((s.get("bound_ns") for s in steps if s.get("bound_ns")), None))
+        bound = ns_to_ms(next((s.get("bound_ns") for s in steps if s.get("bound_ns")), None))
         if bound:
             fig.add_trace(go.Scatter(x=[min(x), max(x)], y=[bound, bound], mode="lines", showlegend=False,
                                      line={"color": color, "dash": "dash"}, hoverinfo="skip"))
