@@ -320,16 +320,6 @@ def _mkdir(p: Path) -> Path:
     return p
 
 
-def require_models(models) -> None:
-    """:func:`require` for every zoo model named in ``models`` that lists data sources."""
-    from suites import zoo
-
-    for name in sorted(models):
-        spec = zoo.MODELS.get(name)
-        if spec is not None and spec.requires:
-            require(spec.requires, name)
-
-
 def polarity_sentences() -> tuple[list[str], "np.ndarray"]:
     """The 200 labelled movie-review sentences of gensim's test data (Pang & Lee polarity):
     ``(sentences, labels)`` with 1 = positive, 0 = negative. The file is cp1252-encoded; each

@@ -95,9 +95,13 @@ def datasets():
 
 
 def require_models(names) -> None:
-    from suites import datasets
+    """:func:`suites.datasets.require` for every zoo model named that lists data sources."""
+    from suites import datasets, zoo
 
-    datasets.require_models(set(names))
+    for name in sorted(set(names)):
+        spec = zoo.MODELS.get(name)
+        if spec is not None and spec.requires:
+            datasets.require(spec.requires, name)
 
 
 def is_user_model(ref: str) -> bool:

@@ -98,7 +98,7 @@ def test_case_record_and_table(tmp_path, monkeypatch):
     table: the table shows the estimated latency, never the emulator's wall time."""
     from harness.plan import plugins
     from harness.run.case import run_case
-    from harness.run.runner import _apply_report
+    from harness.run.runner import _apply_report, _carry_estimates
     from harness.cli.table import run_table
 
     real = plugins.entries()
@@ -115,6 +115,7 @@ def test_case_record_and_table(tmp_path, monkeypatch):
     assert res["accuracy"]["value"] >= 0.95  # emulated outputs against the fp32 labels
     assert "estimates" in res["report"] and res["report"]["estimates"]
     _apply_report(res, threads=1, peak_rss_bytes=None)
+    _carry_estimates(res)
     assert "estimates" in res and not (res["timings"] or {}).get("estimates")
     assert res["device"].startswith("xcu250 (simulated") and res["precision"] == "ap_fixed<16,6>"
     assert res["status"] == "ok" or res["validity"]["reasons"] == ["accuracy_gate_failed"]
@@ -143,7 +144,7 @@ def test_over_budget_case_keeps_its_estimate(tmp_path, monkeypatch):
 
     from harness.plan import plugins
     from harness.run.case import run_case
-    from harness.run.runner import _apply_report, exit_code
+    from harness.run.runner import _apply_report, _carry_estimates, exit_code
 
     real = plugins.entries()
     monkeypatch.setattr(plugins, "entries", lambda: {**real, "fpga": plugins.BackendEntry(
@@ -158,6 +159,7 @@ def test_over_budget_case_keeps_its_estimate(tmp_path, monkeypatch):
     res = run_case(payload)
     assert res["status"] == "does_not_fit" and "does not fit xc7z020" in res["reason"]
     _apply_report(res, threads=1, peak_rss_bytes=None)
+    _carry_estimates(res)
     e = res["estimates"]
     assert e["fits"] is False and e["fit_problems"] and e["resources"]["percent_of_part"]["dsp"] > 100
     assert e["ii_cycles"] >= 1 and e["latency_cycles"] >= 1 and e["resources"]["lut"] > 0

@@ -30,7 +30,7 @@ ROOMS: dict[str, set[str]] = {
     "harness.plan": set(),
     "harness.store": set(),
     "harness.run": {"harness.plan", "harness.measure", "harness.store"},
-    "harness.analyze": {"harness.store", "harness.run"},
+    "harness.analyze": {"harness.store", "harness.run", "harness.measure"},
     "harness.report": {"harness.store", "harness.analyze"},
     "harness.cli": {"harness.plan", "harness.run", "harness.measure", "harness.store", "harness.analyze",
                     "harness.report"},

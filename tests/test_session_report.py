@@ -4,7 +4,7 @@ from __future__ import annotations
 from backends._common import option_flag
 from backends.base import Session, SessionReport
 from harness.run.case import session_report
-from harness.run.runner import _apply_report
+from harness.run.runner import _apply_report, _carry_estimates
 
 
 class OldStyle(Session):
@@ -56,6 +56,7 @@ def test_report_lands_in_the_case():
     old = {"status": "ok", "validity": {"valid": True, "reasons": []},
            "report": session_report(OldStyle()).to_dict()}
     _apply_report(old, threads=2, peak_rss_bytes=None)
+    _carry_estimates(old)
     assert old["estimates"]["latency_ns"] == 10.0 and old["device"] == "d1"
     assert old["threads"] == {"requested": 2, "intra_op_num_threads": 3}
 
