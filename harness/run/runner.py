@@ -110,7 +110,6 @@ def run(opts: RunOptions, *, on_event: Callable[[str, dict], None] | None = None
     cases, each with its ``machine_id``/``node``) and ``path`` names the files.
     """
     from harness.measure.timing import timer_overhead
-    from harness.plan import models as model_registry
     from harness.plan import suite as suitemod
     from harness.run import repeats as repeatsmod
     from harness.run.executors import get_executor
@@ -152,6 +151,7 @@ def _run(opts, suite, backends, needs_of, settings, timeout, k, executor, emit, 
          repeatsmod):
     from dataclasses import replace
 
+    from harness.plan import models as model_registry
     from harness.run import env as envmod
     from harness.run.executors import Job
     from harness.store import records
