@@ -61,8 +61,10 @@ def variant_precision(variant: str, model: str | None = None) -> str:
 
 
 def llm_variants(model: str):
-    """``{variant: precision}`` of a generative LLM, None for any other model."""
-    return registry().llm_variants(model)
+    """``{variant: precision}`` of a generative LLM, None for any other model (or a registry
+    without generative models)."""
+    fn = getattr(registry(), "llm_variants", None)  # optional part of a registry
+    return fn(model) if fn is not None else None
 
 
 def llm_facts(model: str) -> dict | None:

@@ -449,8 +449,8 @@ def llm_latency_figure(ds: Dataset):
     labels = [_t(f"{r['model']} · {r['variant']} · {r['platform']}") for r in rows]
     fig = make_subplots(rows=1, cols=2, subplot_titles=("TTFT (ms)", "TPOT (ms)"))
     for col, key in ((1, "ttft"), (2, "tpot")):
-        p50 = [_ms(r[f"{key}_p50"]) for r in rows]
-        p99 = [_ms(r[f"{key}_p99"]) for r in rows]
+        p50 = [ns_to_ms(r[f"{key}_p50"]) for r in rows]
+        p99 = [ns_to_ms(r[f"{key}_p99"]) for r in rows]
         fig.add_trace(go.Bar(x=labels, y=p50, name=f"{key.upper()} p50", marker_color=PALETTE[col - 1],
                              error_y={"type": "data", "symmetric": False,
                                       "array": [(b - a) if a is not None and b is not None else 0

@@ -210,8 +210,8 @@ def _case_row(record: dict, case: dict, machine: Machine) -> dict:
         "tpot_p50": _num(_dict(case.get("tpot_ns")).get("p50")),
         "tpot_p99": _num(_dict(case.get("tpot_ns")).get("p99")),
         "tokens_per_s": _num(_dict(case.get("tokens_per_s")).get("aggregate")),
-        "perplexity": _num(acc.get("perplexity")),
-        "zero_shot": _num(acc.get("zero_shot_accuracy")),
+        "perplexity": _num(_dict(case.get("accuracy")).get("perplexity")),
+        "zero_shot": _num(_dict(case.get("accuracy")).get("zero_shot_accuracy")),
         "kv_cache_bytes": _num(_dict(case.get("memory")).get("kv_cache_bytes")),
         # filled in by match_baselines
         "baseline": None,

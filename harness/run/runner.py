@@ -384,9 +384,9 @@ def _generation_cases(cases: list, backend, runtime_asked: str | None, suite, ba
     suite's lengths checked against the model's context window (one line, exit 2)."""
     from dataclasses import replace
 
-    from suites import zoo
+    from harness.plan.models import llm_variants
 
-    llm = {c.model for c in cases if c.model in zoo.MODELS and zoo.MODELS[c.model].kind == "llm"} | set(user_llms)
+    llm = {c.model for c in cases if llm_variants(c.model) is not None} | set(user_llms)
     if not llm:
         return cases
     from harness.run.llm_case import check_lengths
