@@ -10,6 +10,10 @@ Gate (as MLPerf's accuracy tiers): passed when ``value >= gate * baseline_value`
 agreement with fp32 and the baseline is 1.0. A model may name its own labelled task's
 metrics (computed from the outputs by its scorer, e.g. WordSim-353 Spearman) as the
 gated metric and as further ``checks``; each is gated against the fp32 model's value.
+Non-finite outputs (NaN, ±Inf) fail the gate whatever the metric says (``argmax`` of a NaN row
+is 0, so agreement can look perfect): ``non_finite = {"count", "of"}`` and
+``reason = "outputs contain N non-finite values (NaN/Inf) of M"``; values that come out
+non-finite are stored as null by the record writer (see :func:`harness.safe.encode_non_finite`).
 """
 from __future__ import annotations
 
@@ -25,8 +29,9 @@ def top1(outputs: np.ndarray, labels: np.ndarray) -> float:
 def fidelity(outputs: np.ndarray, reference: np.ndarray) -> dict:
     y = outputs.reshape(len(outputs), -1).astype(np.float64)
     r = reference.reshape(len(reference), -1).astype(np.float64)
-    norms = np.linalg.norm(y, axis=1) * np.linalg.norm(r, axis=1)
-    cos = np.where(norms > 0, (y * r).sum(axis=1) / np.where(norms > 0, norms, 1), 1.0)
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf outputs: the gate says so (evaluate)
+        norms = np.linalg.norm(y, axis=1) * np.linalg.norm(r, axis=1)
+        cos = np.where(norms > 0, (y * r).sum(axis=1) / np.where(norms > 0, norms, 1), 1.0)
     out = {"max_abs_diff": float(np.abs(y - r).max()), "mean_abs_diff": float(np.abs(y - r).mean()),
            "cosine": float(cos.mean())}
     if y.shape[1] > 1:
@@ -116,4 +121,17 @@ def evaluate(outputs: np.ndarray, *, labels: np.ndarray | None, reference: np.nd
         out["task"] = task
     if rows:
         out["checks"] = rows
+    bad = non_finite_count(outputs)
+    if bad:
+        out["passed"] = False
+        out["non_finite"] = {"count": bad, "of": int(np.asarray(outputs).size)}
+        out["reason"] = f"outputs contain {bad} non-finite values (NaN/Inf) of {int(np.asarray(outputs).size)}"
     return out
+
+
+def non_finite_count(outputs) -> int:
+    """How many elements of ``outputs`` are NaN or ±Inf (0 for integer outputs)."""
+    a = np.asarray(outputs)
+    if not np.issubdtype(a.dtype, np.inexact):
+        return 0
+    return int(a.size - np.count_nonzero(np.isfinite(a)))

@@ -169,6 +169,9 @@ def run_case(payload: dict) -> dict:
     # and warm-up that did not settle: harness.measure.verdict
     v = verdict(stats, res.stop_reason, settings, accuracy_passed=accuracy["passed"] if accuracy else None,
                 scenario=scenario, samples=samples, warmup_settled=wu["settled"])
+    if accuracy and accuracy.get("reason"):  # e.g. non-finite outputs: say why the gate failed
+        v["reasons"] = [f"accuracy_gate_failed: {accuracy['reason']}" if r.startswith("accuracy_gate_failed") else r
+                        for r in v["reasons"]]
     es = early_stopping_percentile(samples, HEADLINE_Q["single-stream"], EARLY_STOPPING_CONFIDENCE)
     lg_summary = _loadgen_driver(payload, session, ev, artifact, scenario, batch, sc_opts, stats)
     # what the session reports (SessionReport), before close(): a session may free what it measured
