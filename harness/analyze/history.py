@@ -86,7 +86,7 @@ def engine_name(engine: str = "auto") -> str:
 def _paths(items: Iterable[str | Path]) -> list[Path]:
     from harness.store.records import iter_record_paths
 
-    return list(iter_record_paths(list(items)))
+    return list(iter_record_paths(list(items), journals=True))  # with runs killed before their record
 
 
 def _duck_query(paths: list[Path], with_cases: bool, machine: str | None):
@@ -183,9 +183,11 @@ def _frame(rows_or_df, with_cases: bool):
 
 
 def _load(items, with_cases: bool, machine: str | None, engine: str):
-    from harness.store.records import SCHEMA_VERSION
+    from harness.store.records import JOURNAL_SUFFIX, SCHEMA_VERSION
 
     paths = _paths(items)
+    journals = [p for p in paths if p.name.endswith(JOURNAL_SUFFIX)]  # killed runs: listed as interrupted
+    paths = [p for p in paths if p not in journals]
     skipped: list[tuple[str, str]] = []
     fallback = None
     used = engine_name(engine)
@@ -206,11 +208,17 @@ def _load(items, with_cases: bool, machine: str | None, engine: str):
             df = raw[~raw.index.isin(bad.index)].drop(columns=["schema_version"])
     if df is None:
         df = _read_python(paths, with_cases, machine, skipped) if used == "pandas" and paths else []
+    if journals:
+        import pandas as pd
+
+        extra = pd.DataFrame(_read_python(journals, with_cases, machine, skipped))
+        df = pd.concat([d for d in (pd.DataFrame(df) if not isinstance(df, pd.DataFrame) else df, extra)
+                        if len(d)], ignore_index=True) if len(extra) else df
     out = _frame(df, with_cases)
     out.attrs["engine"] = used
     out.attrs["skipped"] = skipped
     out.attrs["fallback"] = fallback
-    out.attrs["files"] = len(paths)
+    out.attrs["files"] = len(paths) + len(journals)
     return out
 
 
@@ -372,16 +380,17 @@ def render_text(histories: list[CaseHistory], *, console=None, notes: Sequence[s
     import sys
 
     from rich.console import Console
-    from rich.table import Table
+
+    from harness.safe import data_table, plain
 
     if console is None:
         console = Console(file=sys.stdout, highlight=False, width=None if sys.stdout.isatty() else 160)
     for n in notes:
-        console.print(n, style="dim")
+        console.print(plain(n), style="dim")
     if not histories:
         console.print("no history to show")
         return
-    table = Table(header_style="bold")
+    table = data_table(header_style="bold")
     for col, kw in (("status", {}), ("case", {"overflow": "fold"}), ("machine", {}), ("runs", {"justify": "right"}),
                     ("latest", {"justify": "right"}), ("z", {"justify": "right"}), ("changes", {"overflow": "fold"})):
         table.add_column(col, **kw)
@@ -397,14 +406,16 @@ def render_text(histories: list[CaseHistory], *, console=None, notes: Sequence[s
 
 
 def render_markdown(histories: list[CaseHistory]) -> str:
+    from harness.safe import md
+
     n_alert = sum(h.alert for h in histories)
     lines = [f"### bench history: {'❌ ' + str(n_alert) + ' alert(s)' if n_alert else '✅ no alert'}", "",
              "| status | case | machine | runs | latest | z | changes |", "|---|---|---|---:|---:|---:|---|"]
     for h in histories:
-        cells = [h.status + (" **ALERT**" if h.alert else ""), h.case_id, f"{h.hostname} `{h.machine_id[:8]}`",
+        cells = [h.status + (" ALERT" if h.alert else ""), h.case_id, f"{h.hostname} {h.machine_id[:8]}",
                  str(len(h.values)), _fmt(h.metric, h.latest), "-" if h.zscore is None else f"{h.zscore:+.1f}",
                  _events_text(h)]
-        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+        lines.append("| " + " | ".join(md(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -9,7 +9,7 @@ import click
 def resolve_run(ref: str, results_dir: str = "results") -> Path:
     """A record path from a file path, a run id (or unique prefix) in ``results_dir``, or ``latest``."""
     from harness.errors import BenchError
-    from harness.store.records import JOURNAL_SUFFIX, RECORD_SUFFIX
+    from harness.store.records import RECORD_SUFFIX, latest_run, orphan_journals
 
     p = Path(ref)
     if p.is_file():
@@ -17,13 +17,11 @@ def resolve_run(ref: str, results_dir: str = "results") -> Path:
     d = Path(results_dir)
     if not d.is_dir():
         raise BenchError(f"no such run file '{ref}' and no results directory {d}")
-    files = sorted(f for f in d.iterdir() if f.suffix == RECORD_SUFFIX and not f.name.startswith("."))
     if ref == "latest":
-        if not files:
-            raise BenchError(f"no run records in {d}")
-        return files[-1]
+        return latest_run(d)
+    files = sorted(f for f in d.iterdir() if f.suffix == RECORD_SUFFIX and not f.name.startswith("."))
     matches = [f for f in files if f.stem.startswith(ref)]
-    matches += [f for f in d.glob(f".{ref}*{JOURNAL_SUFFIX}")]
+    matches += [f for f in orphan_journals(d) if f.name[1:].startswith(ref)]
     if len(matches) == 1:
         return matches[0]
     if not matches:

@@ -114,7 +114,7 @@ def expand_inputs(items: Iterable[str | Path], *, recursive: bool = True) -> lis
             for root, dirs, _files in os.walk(p):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 expanded.extend(Path(root) / d for d in dirs)
-    return list(iter_record_paths(expanded))
+    return list(iter_record_paths(expanded, journals=True))
 
 
 def _summarise(machines: dict, record: dict) -> None:
@@ -139,7 +139,7 @@ def merge_runs(items: Iterable[str | Path], out_dir: str | Path, *, skip_invalid
     Returns a :class:`MergeReport`. Raises :class:`BenchError` (nothing written) when an
     input cannot be read or breaks the schema, unless ``skip_invalid``.
     """
-    from harness.store.records import JOURNAL_SUFFIX, check_writable_dir, read_record, write_atomic
+    from harness.store.records import JOURNAL_SUFFIX, check_writable_dir, dumps, encode_record, read_record, write_atomic
 
     out = Path(out_dir)
     report = MergeReport(str(out), dry_run=dry_run)
@@ -167,12 +167,13 @@ def merge_runs(items: Iterable[str | Path], out_dir: str | Path, *, skip_invalid
     for p in inputs:
         if out_resolved is not None and p.resolve().parent == out_resolved:
             continue  # already indexed above
-        if p.name.endswith(JOURNAL_SUFFIX):
-            errors.append((str(p), "a journal of an unfinished run, not a record"))
-            continue
         try:
-            text = p.read_text(encoding="utf-8")
-            rec = read_record(p, check=check)
+            if p.name.endswith(JOURNAL_SUFFIX):  # a run killed before its record: merged as interrupted
+                rec = encode_record(read_record(p, check=check))
+                text = dumps(rec)
+            else:
+                text = p.read_text(encoding="utf-8")
+                rec = read_record(p, check=check)
         except (BenchError, OSError, UnicodeDecodeError) as exc:
             errors.append((str(p), str(exc)))
             continue

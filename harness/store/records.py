@@ -59,8 +59,10 @@ def validation_errors(record: dict) -> list[str]:
     validator = _validator()
     errors = []
     for err in sorted(validator.iter_errors(record), key=lambda e: list(e.absolute_path)):
+        from harness.safe import short
+
         where = "/".join(str(p) for p in err.absolute_path) or "(root)"
-        errors.append(f"{where}: {err.message}")
+        errors.append(f"{where}: {short(err.message, 160)}")
     return errors
 
 
@@ -90,31 +92,29 @@ def record_filename(record: dict) -> str:
 
 
 def write_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temp file in the same directory and a rename.
+    """Write ``text`` to ``path`` all-or-nothing (see :func:`harness.safe.write_atomic`).
 
     Refuses to replace an existing file: records are never rewritten.
     """
-    path = Path(path)
-    if path.exists():
-        raise BenchError(f"refusing to overwrite existing record {path}")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # os.link fails if the target exists (no silent overwrite race), then drop the temp name.
-        os.link(tmp, path)
-    finally:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-    return path
+    from harness.safe import write_atomic as _write
+
+    return _write(path, text, what="record", overwrite=False)
+
+
+def encode_record(record: dict) -> dict:
+    """``record`` with its non-finite floats replaced by null, each listed in ``non_finite``
+    (``{"path", "value"}``, declared in the schema): NaN never makes a record unwritable."""
+    from harness.safe import encode_non_finite
+
+    out, where = encode_non_finite(record)
+    if where:
+        out["non_finite"] = list(out.get("non_finite") or []) + where
+    return out
 
 
 def write_record(record: dict, out_dir: Path | str) -> Path:
     """Validate and write ``record`` into ``out_dir``; returns the file's path."""
+    record = encode_record(record)
     text = dumps(record)
     validate(json.loads(text))  # validate exactly what lands on disk (numpy scalars become JSON)
     out = Path(out_dir)
@@ -135,18 +135,53 @@ def check_writable_dir(out_dir: Path | str) -> Path:
 
 
 class Journal:
-    """Append-only JSON-lines file of finished cases for a run in progress."""
+    """Append-only JSON-lines file of finished cases for a run in progress.
 
-    def __init__(self, out_dir: Path | str, header: dict):
-        self.path = Path(out_dir) / f".{header['run_id']}{JOURNAL_SUFFIX}"
-        with open(self.path, "x", encoding="utf-8") as fh:
-            fh.write(json.dumps({"header": header}, default=_json_default) + "\n")
+    Each line goes out in one ``write`` and is fsynced; when a write fails (full disk, file size
+    limit) the file is cut back to its last whole line, so a journal never holds a torn line,
+    and the error names the journal.
+    """
+
+    def __init__(self, out_dir: Path | str, header: dict, *, path: Path | None = None):
+        self.path = Path(path) if path is not None else Path(out_dir) / f".{header['run_id']}{JOURNAL_SUFFIX}"
+        if path is None:
+            try:
+                with open(self.path, "x", encoding="utf-8") as fh:
+                    fh.write(json.dumps({"header": header}, default=_json_default) + "\n")
+            except OSError as exc:
+                from harness.safe import os_reason
+
+                raise BenchError(f"cannot write journal {self.path}: {os_reason(exc)}") from None
+
+    @classmethod
+    def reopen(cls, path: Path | str) -> "Journal":
+        """The journal of an unfinished run, to append to (``bench run --resume``)."""
+        return cls(None, {}, path=Path(path))
 
     def append(self, case: dict) -> None:
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"case": case}, default=_json_default) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        from harness.safe import os_reason, encode_non_finite
+
+        case, where = encode_non_finite(case)
+        if where:
+            case["non_finite"] = list(case.get("non_finite") or []) + where
+        line = (json.dumps({"case": case}, default=_json_default, allow_nan=False) + "\n").encode("utf-8")
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                written = 0
+                while written < len(line):
+                    written += os.write(fd, line[written:])
+                os.fsync(fd)
+            except OSError as exc:
+                try:
+                    os.ftruncate(fd, size)  # no torn line: back to the last whole one
+                except OSError:
+                    pass
+                raise BenchError(f"cannot append to journal {self.path}: {os_reason(exc)} "
+                                 "(the cases before this one are kept in it)") from None
+        finally:
+            os.close(fd)
 
     def append_repeat(self, index: int, repeat: int, result: dict) -> None:
         """One finished repeat of case ``index`` (``--repeat K``), before the case is combined:
@@ -164,31 +199,59 @@ class Journal:
             pass
 
 
-def read_journal(path: Path | str) -> dict:
-    """Rebuild a (partial, unfinished) record from a journal file."""
+def read_journal(path: Path | str, *, check: bool = True) -> dict:
+    """Rebuild a (partial, unfinished) record from a journal file; ``interrupted`` is true."""
+    from harness.safe import check_input_file
+
+    p = check_input_file(path, what="journal", max_bytes=MAX_RECORD_BYTES)
     header: dict | None = None
     cases = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError:
-                break  # a torn last line from a hard kill: keep what came before
-            if "header" in item:
-                header = item["header"]
-            elif "case" in item:
-                cases.append(item["case"])
-    if header is None:
-        raise BenchError(f"{path}: not a bench journal")
+    try:
+        with open(p, encoding="utf-8") as fh:
+            for line in fh:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    item = json.loads(line)
+                except json.JSONDecodeError:
+                    break  # a torn last line from a hard kill: keep what came before
+                if not isinstance(item, dict):
+                    break
+                if "header" in item:
+                    header = item["header"]
+                elif "case" in item:
+                    cases.append(item["case"])
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BenchError(f"{p}: cannot read ({exc})") from None
+    if not isinstance(header, dict):
+        raise BenchError(f"{p}: not a bench journal (no header line)")
     record = dict(header)
     record["cases"] = cases
     record["interrupted"] = True  # a journal is what is left of a run that never finished
     if "finished_at" not in record:
-        record["finished_at"] = isoformat(_dt.datetime.fromtimestamp(Path(path).stat().st_mtime, _dt.timezone.utc))
+        record["finished_at"] = isoformat(_dt.datetime.fromtimestamp(p.stat().st_mtime, _dt.timezone.utc))
+    record = migrate(record, str(p))
+    if check:
+        _check(record, p)
     return record
+
+
+def journal_header(path: Path | str) -> dict:
+    """The header line of a journal (what ``bench run --resume`` needs to plan the same run)."""
+    rec = read_journal(path)
+    return {k: v for k, v in rec.items() if k not in ("cases", "interrupted", "finished_at")}
+
+
+def _check(record: dict, p: Path) -> None:
+    errors = validation_errors(record)
+    if errors:
+        more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+        raise BenchError(f"{p}: not a valid bench record: field {errors[0]}{more}")
+
+
+#: A run record larger than this is refused before it is read (a stray huge file in results/).
+MAX_RECORD_BYTES = 512 * 1024 * 1024
 
 
 def migrate(record: dict, source: str = "record") -> dict:
@@ -207,26 +270,88 @@ def migrate(record: dict, source: str = "record") -> dict:
     )
 
 
-def read_record(path: Path | str, *, check: bool = False) -> dict:
-    """Read one record (or journal) file; one clear :class:`BenchError` on any problem."""
+def read_record(path: Path | str, *, check: bool = True) -> dict:
+    """Read one record (or journal) file, checked against the schema; one clear
+    :class:`BenchError` naming the file (and the field) on any problem."""
+    from harness.safe import check_input_file
+
     p = Path(path)
-    if not p.exists():
-        raise BenchError(f"no such file: {p}")
     if p.name.endswith(JOURNAL_SUFFIX):
-        return read_journal(p)
+        return read_journal(p, check=check)
+    check_input_file(p, what="run record", max_bytes=MAX_RECORD_BYTES)
     try:
         with open(p, encoding="utf-8") as fh:
             record = json.load(fh)
     except json.JSONDecodeError as exc:
         raise BenchError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BenchError(f"{p}: cannot read ({exc})") from None
+    except (OSError, UnicodeDecodeError, RecursionError) as exc:
+        raise BenchError(f"{p}: cannot read ({type(exc).__name__})") from None
     record = migrate(record, str(p))
     if check:
-        errors = validation_errors(record)
-        if errors:
-            raise BenchError(f"{p}: does not match schema v{SCHEMA_VERSION}: {errors[0]}")
+        _check(record, p)
     return record
+
+
+def orphan_journals(directory: Path | str) -> list[Path]:
+    """Journals in ``directory`` of runs that have no record: runs killed before they finished."""
+    d = Path(directory)
+    out = []
+    for j in sorted(d.glob(f".*{JOURNAL_SUFFIX}")):
+        run_id = j.name[1:-len(JOURNAL_SUFFIX)]
+        if not (d / f"{run_id}{RECORD_SUFFIX}").exists():
+            out.append(j)
+    return out
+
+
+def find_journal(directory: Path | str, ref: str) -> Path:
+    """The journal of the killed run ``ref`` (a run id, a unique prefix, or ``latest``: the one that
+    started last) in ``directory``; one line naming the directory when there is none."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise BenchError(f"cannot resume: no results directory {d}")
+    journals = orphan_journals(d)
+    if ref == "latest":
+        if not journals:
+            raise BenchError(f"cannot resume: no journal of an unfinished run in {d}")
+        heads = []
+        for j in journals:
+            try:
+                h = journal_header(j)
+            except BenchError:
+                continue
+            heads.append((str(h.get("started_at")), str(h.get("run_id")), j))
+        if not heads:
+            raise BenchError(f"cannot resume: no readable journal in {d}")
+        return max(heads)[2]
+    matches = [j for j in journals if j.name[1:].startswith(ref)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        done = (d / f"{ref}{RECORD_SUFFIX}").exists()
+        why = "it finished (its record exists)" if done else "no journal of an unfinished run has that id"
+        raise BenchError(f"cannot resume run '{ref}' in {d}: {why}")
+    raise BenchError(f"run id '{ref}' is ambiguous in {d}: {', '.join(m.name for m in matches[:5])}")
+
+
+def latest_run(directory: Path | str) -> Path:
+    """The run in ``directory`` that started last, by the records' own ``started_at`` (not by
+    file name): among valid records and journals of killed runs; other JSON files are ignored."""
+    d = Path(directory)
+    best: tuple[str, str, Path] | None = None
+    skipped = []
+    for p in list(iter_record_paths([d], journals=True)):
+        try:
+            rec = read_record(p)
+        except BenchError:
+            skipped.append(p.name)
+            continue
+        key = (str(rec.get("started_at")), str(rec.get("run_id")), p)
+        if best is None or key[:2] > best[:2]:
+            best = key
+    if best is None:
+        note = f" ({len(skipped)} file(s) that are not valid records ignored, e.g. {skipped[0]})" if skipped else ""
+        raise BenchError(f"no run records in {d}{note}")
+    return best[2]
 
 
 def iter_record_paths(items: Iterable[str | Path], *, journals: bool = False) -> Iterator[Path]:
@@ -249,7 +374,7 @@ def iter_record_paths(items: Iterable[str | Path], *, journals: bool = False) ->
             if m.is_dir():
                 found = sorted(p for p in m.iterdir() if p.suffix == RECORD_SUFFIX and not p.name.startswith("."))
                 if journals:
-                    found += sorted(m.glob(f".*{JOURNAL_SUFFIX}"))
+                    found += orphan_journals(m)
                 out.extend(found)
             elif m.exists():
                 out.append(m)
@@ -262,7 +387,9 @@ def iter_record_paths(items: Iterable[str | Path], *, journals: bool = False) ->
             yield p
 
 
-def read_records(items: Iterable[str | Path], *, journals: bool = False) -> list[dict]:
+def read_records(items: Iterable[str | Path], *, journals: bool = True) -> list[dict]:
+    """Every record under ``items`` (validated); with ``journals`` also the runs that left only a
+    journal (killed), as records with ``interrupted: true``."""
     paths = list(iter_record_paths(items, journals=journals))
     if not paths:
         raise BenchError("no run records found in " + ", ".join(str(i) for i in items))
