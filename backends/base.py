@@ -216,9 +216,88 @@ class GenerationSession:
         """Release the session's resources."""
 
 
+class OptionError(ValueError):
+    """A ``--option K=V`` the backend does not take, or a value it cannot use (one line)."""
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One ``--option NAME=VALUE`` a backend takes: its type (``bool``, ``int``, ``float`` or
+    ``str``), the allowed values (``choices``), bounds (``minimum`` / ``maximum``, inclusive), the
+    runtimes it applies to (empty: all) and a one-line help. ``parse`` turns the command line's
+    text into the typed value or raises :class:`OptionError`."""
+
+    name: str
+    type: type = str
+    choices: tuple = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    runtimes: tuple[str, ...] = ()
+    help: str = ""
+
+    def parse(self, raw: Any) -> Any:
+        text = str(raw).strip()
+        what = f"option {self.name}={raw!s}"
+        if self.type is bool:
+            if text.lower() in _TRUE:
+                return True
+            if text.lower() in _FALSE:
+                return False
+            raise OptionError(f"{what}: not a yes/no value (use 1/0, true/false, yes/no, on/off)")
+        if self.type in (int, float):
+            try:
+                v = self.type(text)
+            except ValueError:
+                raise OptionError(f"{what}: not {'an integer' if self.type is int else 'a number'}") from None
+            if v != v or v in (float("inf"), float("-inf")):
+                raise OptionError(f"{what}: not a finite number")
+            if self.minimum is not None and v < self.minimum:
+                raise OptionError(f"{what}: below the minimum {self.minimum:g}")
+            if self.maximum is not None and v > self.maximum:
+                raise OptionError(f"{what}: above the maximum {self.maximum:g}")
+        else:
+            v = text
+        if self.choices and v not in self.choices:
+            raise OptionError(f"{what}: not one of {', '.join(map(str, self.choices))}")
+        return v
+
+
+def check_declared_options(backend_name: str, declared: Sequence[Option] | None, options: Mapping[str, Any] | None,
+                           runtime: str | None = None) -> dict[str, Any]:
+    """Check ``options`` against ``declared``: every name known, for this runtime, and its value of the
+    declared type and range; returns the typed values. ``declared`` None: the backend declares
+    nothing (an old plugin) and everything passes unchanged."""
+    options = dict(options or {})
+    if declared is None:
+        return options
+    by_name = {o.name: o for o in declared}
+    out = {}
+    for k, raw in options.items():
+        o = by_name.get(k)
+        if o is None:
+            known = ", ".join(sorted(by_name)) or "none"
+            raise OptionError(f"backend '{backend_name}' has no option '{k}' (its options: {known})")
+        if runtime and o.runtimes and runtime not in o.runtimes:
+            raise OptionError(f"option {k} of backend '{backend_name}' is for runtime {'/'.join(o.runtimes)}, "
+                              f"not {runtime}")
+        out[k] = o.parse(raw)
+    return out
+
+
 @dataclass
 class Backend:
-    """Base class of a hardware target. Subclass it and register an entry point."""
+    """Base class of a hardware target. Subclass it and register an entry point.
+
+    ``options``: the ``--option`` settings the backend takes (a tuple of :class:`Option`); the
+    runner checks a run's options against it in the parent before any case runs (unknown names,
+    wrong types, out-of-range values and options of another backend are refused with one line).
+    None means "not declared" (accepted unchecked, for old plugins); every backend in this
+    repository declares its options.
+    """
 
     name: str = "base"
     runtimes: tuple[str, ...] = ()
@@ -230,6 +309,11 @@ class Backend:
     options_not_measured: ClassVar[tuple[str, ...]] = ()
     #: the value each option has when not given: giving it explicitly keeps the same key
     option_defaults: ClassVar[dict[str, str]] = {}
+    options: tuple[Option, ...] | None = None
+
+    def check_options(self, options: Mapping[str, Any] | None, runtime: str | None = None) -> dict[str, Any]:
+        """Validate ``options`` (raises :class:`OptionError`); returns them typed."""
+        return check_declared_options(self.name, self.options, options, runtime)
 
     def availability(self) -> Availability:
         """Whether the hardware and its libraries are present; the reason when not."""

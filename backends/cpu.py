@@ -20,7 +20,7 @@ import importlib.util
 from typing import Any, Mapping
 
 from backends._common import TORCH_DTYPES
-from backends.base import Availability, Backend, Session, SessionReport, UnsupportedCase, dist_version
+from backends.base import Availability, Backend, Option, Session, SessionReport, UnsupportedCase, dist_version
 
 _DISTS = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "torch": ("torch",),
           "tensorflow": ("tensorflow-cpu", "tensorflow")}
@@ -155,12 +155,24 @@ class TorchSession(_HostSession):
         return SessionReport(info=self.info, threads={k: self.info[k] for k in ("num_threads", "num_interop_threads")})
 
 
+#: the --option settings of the cpu backend (checked before any case runs)
+OPTIONS = (
+    Option("spinning", bool, runtimes=("onnxruntime",), help="onnxruntime intra-op threads spin while idle (default 1)"),
+    Option("io_binding", bool, runtimes=("onnxruntime",), help="onnxruntime IO binding instead of plain run (default 0)"),
+    Option("jit_compile", bool, runtimes=("tensorflow",), help="XLA-compile the TF function (default 1)"),
+    Option("steps_per_execution", int, minimum=1, maximum=100_000, runtimes=("tensorflow",),
+           help="queries per TF function call (default 1)"),
+    Option("tf_model", str, runtimes=("tensorflow",), help="path of a TF SavedModel to run instead of the converted one"),
+)
+
+
 class CPUBackend(Backend):
     #: onnxruntime's defaults here (io_binding off, spinning on; TF: XLA on, one step per call)
     option_defaults = {"io_binding": "0", "spinning": "1", "jit_compile": "1", "steps_per_execution": "1"}
 
     def __init__(self):
-        super().__init__(name="cpu", runtimes=("onnxruntime", "torch", "tensorflow"), default_runtime="onnxruntime")
+        super().__init__(name="cpu", runtimes=("onnxruntime", "torch", "tensorflow"), default_runtime="onnxruntime",
+                         options=OPTIONS)
         #: the runtime of generative (LLM) cases when none is asked for
         self.generation_runtime = "torch"
 

@@ -74,7 +74,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from backends._common import TORCH_DTYPES, option_flag, quantization_of
-from backends.base import Availability, Backend, Session, SessionReport, UnsupportedCase, dist_version
+from backends.base import Availability, Backend, Option, Session, SessionReport, UnsupportedCase, dist_version
 
 RUNTIMES = ("torch", "onnxruntime")
 _ORT_GPU_DISTS = ("onnxruntime-gpu", "onnxruntime-training", "onnxruntime")
@@ -1238,6 +1238,26 @@ def _fp32_torch_module(artifact):
 
 # ----------------------------------------------------------------------------- the backend
 
+#: the --option settings of the cuda backend (checked before any case runs)
+OPTIONS = (
+    Option("device", int, minimum=0, maximum=1023, help="GPU index (default 0)"),
+    Option("events", bool, runtimes=("torch",), help="time with CUDA events (default 1)"),
+    Option("amp", str, choices=("cast", "autocast"), runtimes=("torch",), help="fp16/bf16 by cast or autocast"),
+    Option("cudnn_benchmark", bool, runtimes=("torch",), help="cuDNN autotuner (default 1)"),
+    Option("tf32", bool, runtimes=("torch",), help="allow TF32 matmuls (default 0)"),
+    Option("compile", bool, runtimes=("torch",), help="torch.compile the model (default 0)"),
+    Option("compile_mode", str, choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+           runtimes=("torch",), help="torch.compile mode"),
+    Option("cuda_graphs", bool, help="capture the query in a CUDA graph (default 0)"),
+    Option("tensorrt", str, choices=("auto", "1", "0", "true", "false", "yes", "no", "on", "off"),
+           runtimes=("onnxruntime",), help="TensorRT EP: auto / on / off"),
+    Option("cudnn_conv_algo_search", str, choices=("EXHAUSTIVE", "HEURISTIC", "DEFAULT"), runtimes=("onnxruntime",),
+           help="onnxruntime CUDA EP conv algorithm search"),
+    Option("allow_cpu_fallback", bool, runtimes=("onnxruntime",), help="allow nodes on the CPU EP"),
+    Option("allow_qdq_emulation", bool, runtimes=("onnxruntime",), help="run int8 QDQ graphs emulated (default 0)"),
+)
+
+
 class CUDABackend(Backend):
     #: injection points for tests
     gpus: Callable[[], list] = staticmethod(_gpus)
@@ -1245,14 +1265,16 @@ class CUDABackend(Backend):
     ort_info: Callable[[], dict] = staticmethod(ort_build_info)
 
     def __init__(self):
-        super().__init__(name="cuda", runtimes=RUNTIMES, default_runtime="torch")
+        super().__init__(name="cuda", runtimes=RUNTIMES, default_runtime="torch", options=OPTIONS)
         self.device_index = 0
 
-    def check_options(self, options: Mapping[str, Any] | None) -> None:
-        """Validate ``--option`` values in the parent (one-line BenchError) and remember the
-        device index, so the description and the comparability key name that GPU."""
+    def check_options(self, options: Mapping[str, Any] | None, runtime: str | None = None) -> dict:
+        """Validate ``--option`` values in the parent (one-line error: the declared OPTIONS first,
+        then the visible devices) and remember the device index, so the description and the
+        comparability key name that GPU."""
         from harness.errors import BenchError
 
+        super().check_options(options, runtime)
         options = dict(options or {})
         raw = options.get("device", 0)
         try:
@@ -1267,6 +1289,7 @@ class CUDABackend(Backend):
                                                                              "on", "off"):
                 raise BenchError(f"--option {key}={options[key]}: expected 0 or 1")
         self.device_index = index
+        return options
 
     def _gpu(self) -> dict | None:
         gpus = self.gpus()

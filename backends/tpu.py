@@ -41,7 +41,7 @@ import os
 import re
 from typing import Any, Callable, Mapping
 
-from backends.base import Availability, Backend, Session, UnsupportedCase, dist_version
+from backends.base import Availability, Backend, Option, Session, UnsupportedCase, dist_version
 
 _LIBTPU_DISTS = ("libtpu", "libtpu-nightly", "tensorflow-tpu")
 _TF_DISTS = ("tensorflow", "tensorflow-cpu", "tensorflow-tpu", "tf-nightly")
@@ -187,13 +187,23 @@ def plan_execution(batch: int, replicas: int) -> str:
                           f"(use a multiple of {replicas}, or batch 1 for one core)")
 
 
+#: the --option settings of the tpu backend (checked before any case runs)
+OPTIONS = (
+    Option("tpu", str, help="TPU address (grpc://host:8470 or a TPU name)"),
+    Option("tpu_device", str, help="TF device string (default /TPU:0)"),
+    Option("jit_compile", bool, help="XLA-compile the TF function (default 1)"),
+    Option("steps_per_execution", int, minimum=1, maximum=100_000, help="queries per TF function call (default 1)"),
+    Option("tf_model", str, help="path of a TF SavedModel to run instead of the converted one"),
+)
+
+
 class TPUBackend(Backend):
     #: injection points for tests (a fake resolver/strategy through a fake ``tf``)
     probe: Callable[[], dict] = staticmethod(tpu_probe)
     import_tf: Callable[..., Any] | None = None
 
     def __init__(self):
-        super().__init__(name="tpu", runtimes=("tensorflow",), default_runtime="tensorflow")
+        super().__init__(name="tpu", runtimes=("tensorflow",), default_runtime="tensorflow", options=OPTIONS)
         self._connected: tuple | None = None
         self.accelerator_type: str | None = None
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from backends._common import option_flag
-from backends.base import Availability, Backend, DoesNotFit, Session, SessionReport, UnsupportedCase
+from backends.base import Availability, Backend, DoesNotFit, Option, Session, SessionReport, UnsupportedCase
 from harness.errors import BenchError
 
 SIM_VERSION = "1.0"
@@ -208,9 +208,20 @@ def build(artifact, *, precision: str, batch: int, options: Mapping[str, Any] | 
     return emu, d, info
 
 
+#: the --option settings of the fpga backend; the values are checked further by parse_options
+OPTIONS = tuple(
+    Option(k, int, minimum=1) if k == "reuse_factor" else
+    Option(k, bool) if k == "fit" else
+    Option(k, float, minimum=1e-9) if k in ("clock_mhz", "max_emulation_macs") else
+    Option(k, str, choices=STRATEGIES) if k == "strategy" else
+    Option(k, str)
+    for k in KNOWN_OPTIONS)
+
+
 class FPGABackend(Backend):
     def __init__(self):
-        super().__init__(name="fpga", runtimes=("simulator",), default_runtime="simulator", simulated=True)
+        super().__init__(name="fpga", runtimes=("simulator",), default_runtime="simulator", simulated=True,
+                         options=OPTIONS)
 
     def availability(self) -> Availability:
         import importlib.util
@@ -242,9 +253,11 @@ class FPGABackend(Backend):
 
         return [dict(p) for p in PARTS.values()]
 
-    def check_options(self, options: Mapping[str, Any] | None) -> None:
-        """Validate options in the parent before any case runs (raises a one-line BenchError)."""
+    def check_options(self, options: Mapping[str, Any] | None, runtime: str | None = None) -> dict:
+        """Validate options in the parent before any case runs (raises a one-line error)."""
+        super().check_options(options, runtime)
         parse_options(options)
+        return dict(options or {})
 
     def prepare(self, artifact, *, precision, batch, threads, runtime, options=None) -> Session:
         if runtime != "simulator":
