@@ -104,3 +104,11 @@ def allocate(payload: dict) -> dict:
 
 
 NOT_CALLABLE = 42
+
+
+def import_named(payload: dict) -> dict:
+    """Import payload["name"] inside the worker and say where it came from."""
+    import importlib
+
+    mod = importlib.import_module(payload["name"])
+    return {"file": getattr(mod, "__file__", None), "cwd": os.getcwd(), "path": list(sys.path)}

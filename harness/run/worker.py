@@ -36,9 +36,10 @@ reporting.
 
 Importing the target: the child's ``PYTHONPATH`` starts with the directory that holds
 the ``harness`` package the parent imported (the repository root in a checkout or an
-editable install), followed by ``env["PYTHONPATH"]`` or the inherited one; ``python -m``
-also puts the child's working directory on ``sys.path``. So a target is importable when
-it lives in the project, on ``PYTHONPATH`` or in ``cwd``.
+editable install), followed by ``env["PYTHONPATH"]`` or the inherited one (relative entries made absolute).
+The child starts with ``python -P`` (safe_path): its working directory is NOT on
+``sys.path``, so a stray ``onnxruntime.py`` or ``numpy.py`` where ``bench`` was started is
+never imported. A target is importable when it lives in the project or on ``PYTHONPATH``.
 
 POSIX only (process groups, signals).
 """
@@ -68,6 +69,13 @@ _TAIL_LINE_CHARS = 1000
 _REASON_CHARS = 500
 
 _PARENT_PID_ENV = "BENCH_WORKER_PARENT_PID"
+#: How the child starts without the working directory on sys.path: ``python -P`` (3.11+:
+#: "safe_path", nothing prepended), else a bootstrap that drops sys.path[0] ('' = the cwd)
+#: before anything is imported. So a file named like a dependency (``onnxruntime.py``) in the
+#: directory where ``bench run`` starts is never imported by a worker.
+_SAFE_PATH_ARGS = (("-P", "-m", "harness.run.worker") if sys.version_info >= (3, 11) else
+                   ("-c", "import sys; del sys.path[0]; import runpy; "
+                          "runpy.run_module('harness.run.worker', run_name='__main__', alter_sys=True)"))
 _CPUS_ENV = "BENCH_WORKER_CPUS"
 _PROJECT_ROOT = str(Path(__file__).resolve().parents[2])  # the directory holding the harness package
 
@@ -170,7 +178,9 @@ def _child_env(extra: Mapping[str, Any] | None) -> dict[str, str]:
             child.pop(key, None)
         else:
             child[key] = str(value)
-    paths = [p for p in child.get("PYTHONPATH", "").split(os.pathsep) if p]
+    # Relative entries ('.', 'src') would be resolved against the child's cwd: pin them to
+    # absolute paths now; empty entries (the cwd) are dropped.
+    paths = [os.path.abspath(p) for p in child.get("PYTHONPATH", "").split(os.pathsep) if p]
     # A regular (non-editable) install already lies on the child's sys.path.
     if _PROJECT_ROOT not in paths and Path(_PROJECT_ROOT).name not in ("site-packages", "dist-packages"):
         paths.insert(0, _PROJECT_ROOT)
@@ -182,7 +192,7 @@ def _child_env(extra: Mapping[str, Any] | None) -> dict[str, str]:
 
 
 def _run(job_path, result_path, log_path, env, cwd, timeout_s, kill_grace_s) -> WorkerResult:
-    cmd = [sys.executable, "-m", "harness.run.worker", job_path, result_path]
+    cmd = [sys.executable, *_SAFE_PATH_ARGS, job_path, result_path]
     proc: subprocess.Popen | None = None
     timed_out = False
     start = time.monotonic()
