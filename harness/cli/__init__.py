@@ -14,6 +14,7 @@ Exit codes (documented in the README):
   2  bad usage or bad input (one line on stderr, no traceback)
   3  compare: inconclusive, or no baseline
   130 interrupted (Ctrl-C); finished cases are kept in the record
+  143 terminated (SIGTERM), handled like Ctrl-C
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import sys
 import click
 
 from harness import __version__
-from harness.errors import EXIT_INTERRUPTED, EXIT_USAGE, BenchError
+from harness.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, BenchError, Terminated
 
 #: name -> (module:attribute, one-line help shown by ``bench --help`` without importing it)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -98,10 +99,14 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; never lets a traceback reach the user."""
     args = sys.argv[1:] if argv is None else argv
     try:
-        rv = cli.main(args=args, prog_name="bench", standalone_mode=False)
+        # obj["argv"]: the command line as typed, recorded in the run (and replayed by --resume)
+        rv = cli.main(args=args, prog_name="bench", standalone_mode=False, obj={"argv": list(args)})
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, Terminated):  # click turns KeyboardInterrupt (and so SIGTERM) into Abort
+            click.echo("bench: terminated (SIGTERM)", err=True)
+            return EXIT_TERMINATED
         click.echo("bench: interrupted", err=True)
         return EXIT_INTERRUPTED
     except click.UsageError as exc:
@@ -114,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         click.echo(f"bench: error: {_one_line(str(exc))}", err=True)
         return exc.exit_code
+    except Terminated:
+        click.echo("bench: terminated (SIGTERM)", err=True)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         click.echo("bench: interrupted", err=True)
         return EXIT_INTERRUPTED

@@ -35,9 +35,10 @@ class CommaList(click.ParamType):
 
 
 class Positive(click.ParamType):
-    def __init__(self, kind=float, allow_zero=False):
+    def __init__(self, kind=float, allow_zero=False, maximum=None):
         self.kind = kind
         self.allow_zero = allow_zero
+        self.maximum = maximum
         self.name = "INTEGER" if kind is int else "SECONDS"
 
     def convert(self, value, param, ctx):
@@ -52,8 +53,27 @@ class Positive(click.ParamType):
                     v = self.kind(text)
             except ValueError:
                 self.fail(f"'{value}' is not a number", param, ctx)
+        if v != v or v in (float("inf"), float("-inf")):
+            self.fail(f"'{value}' is not a finite number", param, ctx)
         if v < 0 or (v == 0 and not self.allow_zero):
             self.fail(f"'{value}' must be {'non-negative' if self.allow_zero else 'positive'}", param, ctx)
+        if self.maximum is not None and v > self.maximum:
+            self.fail(f"'{value}' is more than the maximum {self.maximum}", param, ctx)
+        return v
+
+
+class Fraction(Positive):
+    """A fraction in (0, maximum]: ``0.01`` or ``1%``."""
+
+    def __init__(self, maximum=1.0):
+        super().__init__(float)
+        self.limit = maximum
+        self.name = "FRACTION"
+
+    def convert(self, value, param, ctx):
+        v = super().convert(value, param, ctx)
+        if v > self.limit:
+            self.fail(f"'{value}' is not a fraction in (0, {self.limit}] (e.g. 0.01 or 1% for 1 %)", param, ctx)
         return v
 
 

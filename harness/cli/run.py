@@ -5,9 +5,13 @@ import sys
 
 import click
 
-from harness.cli._options import CommaList, Positive, parse_kv
+from harness.cli._options import CommaList, Fraction, Positive, parse_kv
 
 SCENARIOS = ["single-stream", "offline", "server", "multi-stream"]
+#: More threads than this is a typo, not a setting (it would run until the case time limit).
+MAX_THREADS = 1024
+#: What may go with --resume (everything else comes from the interrupted run's own command).
+RESUME_OPTIONS = {"resume", "out_dir", "quiet", "case_timeout"}
 
 
 @click.command("run")
@@ -22,9 +26,11 @@ SCENARIOS = ["single-stream", "offline", "server", "multi-stream"]
 @click.option("--min-time", type=Positive(float, allow_zero=True), default=None, help="Minimum measuring time per case (s).")
 @click.option("--max-time", type=Positive(float), default=None, help="Maximum measuring time per case (s).")
 @click.option("--min-iterations", type=Positive(int), default=None, help="Minimum timed iterations per case.")
-@click.option("--target-ci", type=Positive(float), default=None,
-              help="Stop once the median's 95 % CI half-width is below this fraction (0.01 = 1 %).")
-@click.option("--threads", type=Positive(int), default=None, help="Threads for the runtime (default: physical cores).")
+@click.option("--target-ci", type=Fraction(0.5), default=None, metavar="FRACTION",
+              help="Stop once the median's 95 % CI half-width is below this fraction of the median, "
+                   "in (0, 0.5]: 0.01 or 1% = 1 %.")
+@click.option("--threads", type=Positive(int, maximum=MAX_THREADS), default=None,
+              help=f"Threads for the runtime, 1..{MAX_THREADS} (default: physical cores).")
 @click.option("--timeout", "case_timeout", type=Positive(float), default=None, help="Per-case worker time limit (s).")
 @click.option("--out", "out_dir", default="results", show_default=True, help="Directory for the run record.")
 @click.option("--tag", "tags", multiple=True, metavar="K=V", help="Free-form tag recorded with the run (repeatable).")
@@ -73,16 +79,64 @@ SCENARIOS = ["single-stream", "offline", "server", "multi-stream"]
               help="Data-parallel scaling of offline cases: replica counts, e.g. 1,2 (cores locally, nodes on ray).")
 @click.option("--rebuild", is_flag=True, help="Rebuild model artifacts even when cached.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+@click.option("--resume", "resume", default=None, metavar="RUN_ID|latest",
+              help="Finish a run that was killed: run the cases its journal (in --out) lacks, with the run's "
+                   "own command, and write one record with all of them.")
 @click.pass_context
-def command(ctx, suite, backend, runtime, scenarios, batches, min_time, max_time, min_iterations, target_ci,
-            threads, case_timeout, out_dir, tags, backend_options, part, precision, reuse_factor, fit, models,
-            input_shapes, target_qps, latency_bound, multistream_samples, concurrency, max_queue_delay, driver,
-            repeat, profile, pin, executor, address, node_labels, resources, replicas, rebuild, quiet):
+def command(ctx, **params):
     """Run a suite on a backend: one isolated worker per case, a table, a record.
 
-    Exit 0 when every case is ok, 1 when any case failed or is invalid, 2 on bad input.
+    Exit 0 when every case is ok, 1 when any case failed or is invalid, 2 on bad input,
+    130 on Ctrl-C and 143 on SIGTERM (the record is written with the finished cases).
     """
+    from harness.errors import raise_on_sigterm
+
+    raise_on_sigterm()  # SIGTERM (CI runners, timeout) is handled like Ctrl-C
+    argv = (ctx.find_root().obj or {}).get("argv") or sys.argv[1:]
+    journal = None
+    if params["resume"]:
+        params, argv, journal = _resume_params(ctx, params)
+    _execute(ctx, argv=argv, resume_journal=journal, **params)
+
+
+def _resume_params(ctx, params):
+    """The parameters of the interrupted run (parsed again from its recorded command), its argv and
+    its journal; --out / --timeout / --quiet given now apply."""
+    from click.core import ParameterSource
+
     from harness.errors import BenchError
+    from harness.store.records import find_journal, journal_header
+
+    extra = [n for n in params if n not in RESUME_OPTIONS
+             and ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE]
+    if extra:
+        raise BenchError(f"--resume takes the interrupted run's own settings; --{extra[0].replace('_', '-')} "
+                         "cannot be changed (only --out, --timeout and --quiet go with --resume)")
+    path = find_journal(params["out_dir"], params["resume"])
+    header = journal_header(path)
+    argv = list(header.get("command") or [])[1:]
+    if not argv or argv[0] != "run":
+        raise BenchError(f"{path}: its recorded command {' '.join(argv) or '(none)'} is not a 'bench run'")
+    try:
+        sub = command.make_context("run", list(argv[1:]), resilient_parsing=False)
+    except click.ClickException as exc:
+        raise BenchError(f"{path}: cannot replay its command: {exc.format_message()}") from None
+    old = dict(sub.params)
+    if old.get("resume"):
+        raise BenchError(f"{path}: its recorded command is itself a --resume")
+    for n in ("out_dir", "quiet", "case_timeout"):
+        if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE or n == "out_dir":
+            old[n] = params[n]
+    old["resume"] = None
+    return old, argv, str(path)
+
+
+def _execute(ctx, *, suite, backend, runtime, scenarios, batches, min_time, max_time, min_iterations, target_ci,
+             threads, case_timeout, out_dir, tags, backend_options, part, precision, reuse_factor, fit, models,
+             input_shapes, target_qps, latency_bound, multistream_samples, concurrency, max_queue_delay, driver,
+             repeat, profile, pin, executor, address, node_labels, resources, replicas, rebuild, quiet, resume, argv,
+             resume_journal):
+    from harness.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, BenchError
     from harness.plan.models import is_user_model
     from harness.run.runner import RunInterrupted, RunOptions, exit_code, run
 
@@ -119,14 +173,14 @@ def command(ctx, suite, backend, runtime, scenarios, batches, min_time, max_time
                          **{k: str(v) for k, v in (("part", part), ("precision", precision),
                                                    ("reuse_factor", reuse_factor), ("fit", 1 if fit else None))
                             if v is not None}},
-        argv=sys.argv[1:] if sys.argv and sys.argv[0].endswith("bench") else ["run", *ctx.args],
-        user_models=user_models, input_shapes=list(input_shapes),
+        argv=list(argv), user_models=user_models, input_shapes=list(input_shapes),
         scenario_options={"target_qps": target_qps, "latency_bound_ms": latency_bound,
                           "samples_per_query": multistream_samples, "concurrency": concurrency,
                           "max_queue_delay_us": max_queue_delay, "driver": driver},
         repeat=repeat, profile=profile, pin=pin_cpus,
         executor=executor, address=address, node_labels=parse_kv(node_labels, "node-label"),
         resources=_resources(resources), replicas=replicas,
+        resume_journal=resume_journal,
     )
     from rich.console import Console
 
@@ -139,8 +193,8 @@ def command(ctx, suite, backend, runtime, scenarios, batches, min_time, max_time
             record, path = run(opts, on_event=ui.event)
     except RunInterrupted as exc:
         print_run(exc.record, exc.path, out)
-        out.print("[yellow]interrupted[/]: finished cases kept; the rest are marked skipped.")
-        ctx.exit(130)
+        out.print(f"[yellow]interrupted[/] ({exc.how}): finished cases kept; the rest are marked skipped.")
+        ctx.exit(EXIT_TERMINATED if exc.how == "SIGTERM" else EXIT_INTERRUPTED)
     print_run(record, path, out)
     ctx.exit(exit_code(record))
 
@@ -207,6 +261,7 @@ class _Progress:
                     self.progress.update(task, completed=done, count=f"{done:.0f}/{self.case_budget:.0f} s max")
 
     def event(self, kind: str, data: dict) -> None:
+        from harness.safe import plain, term
         from harness.units import fmt_rate, fmt_time_ns
 
         if self.silent:
@@ -219,20 +274,20 @@ class _Progress:
             self.case_budget = float(data.get("case_budget_s") or 1.0)
             if self.progress is not None:
                 self.n_cases = data["n_cases"]
-                self.task = self.progress.add_task(f"suite {data['suite']}", total=self.n_cases,
+                self.task = self.progress.add_task(f"suite {term(data['suite'])}", total=self.n_cases,
                                                    count=f"0/{self.n_cases} cases")
             else:
-                self.console.print(f"run {data['run_id']}: {data['n_cases']} cases of suite {data['suite']}")
+                self.console.print(plain(f"run {data['run_id']}: {data['n_cases']} cases of suite {data['suite']}"))
         elif kind == "artifact":
-            self._say(f"preparing artifact {data['model']}/{data['variant']}")
+            self._say(f"preparing artifact {term(data['model'])}/{term(data['variant'])}")
         elif kind == "artifact_ready" and data["built"]:
-            self.console.print(f"built {data['model']}/{data['variant']} in {data['seconds']:.1f} s")
+            self.console.print(plain(f"built {data['model']}/{data['variant']} in {data['seconds']:.1f} s"))
         elif kind == "case_start":
             if self.progress is not None:
                 stale = self.case_tasks.pop(data["index"], None)  # the case's previous repeat
                 if stale is not None:
                     self.progress.remove_task(stale)
-                self.case_tasks[data["index"]] = self.progress.add_task(f"  {data['case_id']}", total=self.case_budget,
+                self.case_tasks[data["index"]] = self.progress.add_task(f"  {term(data['case_id'])}", total=self.case_budget,
                                                         count=f"0/{self.case_budget:.0f} s max")
         elif kind == "case_done":
             c = data["case"]
@@ -241,7 +296,8 @@ class _Progress:
             detail = f"p50 {fmt_time_ns(lat.get('p50'))}, {fmt_rate(thr)}" if lat else (c.get("reason") or "")
             mark = {"ok": "[green]✓[/]", "invalid": "[yellow]![/]", "unsupported": "[magenta]-[/]",
                     "does_not_fit": "[red]✗[/]"}.get(c["status"], "[red]✗[/]")
-            self.console.print(f"{mark} {c['case_id']}: {c['status']} · {detail}", highlight=False, soft_wrap=not self.console.is_terminal)
+            self.console.print(f"{mark} {term(c['case_id'])}: {term(c['status'])} · {term(detail)}", highlight=False,
+                               soft_wrap=not self.console.is_terminal)
             if self.progress is not None:
                 task = self.case_tasks.pop(data["index"], None)
                 if task is not None:
@@ -250,6 +306,6 @@ class _Progress:
                 done = int(self.progress.tasks[self.task].completed)
                 self.progress.update(self.task, count=f"{done}/{self.n_cases} cases")
 
-    def _say(self, text: str) -> None:
+    def _say(self, text: str) -> None:  # text: markup with the data already escaped (term)
         if self.progress is not None and self.task is not None:
             self.progress.update(self.task, description=text)

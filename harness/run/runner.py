@@ -48,6 +48,7 @@ class RunOptions:
     node_labels: dict = field(default_factory=dict)  # node labels every case needs (Ray)
     resources: dict = field(default_factory=dict)  # extra custom resources every case needs (Ray)
     replicas: list[int] | None = None  # data-parallel scaling sweep of offline cases
+    resume_journal: str | None = None  # bench run --resume: the journal of the run to finish
 
 
 def default_threads() -> int:
@@ -84,6 +85,23 @@ def resolve_backend(name: str, runtime: str | None, *, check_here: bool = True):
     if not rav.ok:
         raise BenchError(f"runtime '{runtime}' of backend '{name}' is not available here: {rav.reason}")
     return backend, runtime
+
+
+def check_options(backend, runtime: str, options: dict) -> None:
+    """The run's ``--option`` settings against what the backend declares (names, types, bounds,
+    runtime): an unknown option, one of another backend (e.g. ``part`` on cpu) or a bad value is one
+    line and exit 2, before any case runs."""
+    from backends.base import OptionError
+
+    try:
+        try:
+            backend.check_options(options, runtime)
+        except TypeError:  # an old plugin's check_options(options)
+            backend.check_options(options)
+    except OptionError as exc:
+        raise BenchError(str(exc)) from None
+    except ValueError as exc:  # e.g. fpga's FPGAOptionError
+        raise BenchError(str(exc)) from None
 
 
 def build_settings(suite_measurement: dict, overrides: dict):
@@ -127,8 +145,8 @@ def run(opts: RunOptions, *, on_event: Callable[[str, dict], None] | None = None
         raise BenchError("--runtime applies to one backend; with several backends each uses its default runtime")
     remote = opts.executor != "local"
     backends = [resolve_backend(n, opts.runtime, check_here=not remote) for n in names]
-    for backend, _ in backends:
-        backend.check_options(opts.backend_options)  # e.g. fpga: unknown part / impossible precision -> one line, exit 2
+    for backend, rt in backends:
+        check_options(backend, rt, opts.backend_options)
     _check_scenario_options(opts.scenario_options)
     timeout = opts.case_timeout_s or suite.case_timeout_s or DEFAULT_CASE_TIMEOUT_S
     prof = repeatsmod.profile(opts.profile)
@@ -176,7 +194,18 @@ def _run(opts, suite, backends, needs_of, settings, timeout, k, executor, emit, 
     by_name = {b.name: (b, rt) for b, rt in backends}
 
     started = records.utcnow()
-    fp = envmod.fingerprint()
+    prior: dict[str, dict] = {}  # --resume: case_id -> the case the journal already holds
+    previous = None
+    if opts.resume_journal:
+        if opts.executor != "local":
+            raise BenchError("--resume finishes local runs (the journal of a Ray run lives on its nodes)")
+        previous = records.read_journal(opts.resume_journal)
+        prior = {c["case_id"]: c for c in previous["cases"]}
+        unknown = sorted(set(prior) - {pc.case_id for pc in cases})
+        if unknown:
+            raise BenchError(f"cannot resume from {opts.resume_journal}: its case {unknown[0]} is not in the "
+                             "plan made from the run's command (was the suite changed?)")
+    fp = envmod.fingerprint() if previous is None else previous["environment"]
     facts = {b.name: {"device": b.device_name(), "runtime_version": b.runtime_version(rt),
                       "key_options": _key_options(b, opts.backend_options)} for b, rt in backends}
     first, first_rt = backends[0]
@@ -210,7 +239,12 @@ def _run(opts, suite, backends, needs_of, settings, timeout, k, executor, emit, 
             emit("system_warnings", {"warnings": header["system_check"]["warnings"]})
     if executor.name != "local":
         header["executor"] = {**executor.describe(), "fleet_run_id": header["run_id"]}
-    out = _Outputs(header, out_dir, records, local=executor.name == "local")
+    if previous is not None:  # the run's own header, with when it was taken up again
+        header = {k_: v for k_, v in previous.items() if k_ not in ("cases", "interrupted", "finished_at")}
+        header["resumed"] = list(header.get("resumed") or []) + [records.isoformat(started)]
+    out = _Outputs(header, out_dir, records, local=executor.name == "local",
+                   journal=records.Journal.reopen(opts.resume_journal) if previous is not None else None,
+                   prior=[prior[pc.case_id] for pc in cases if pc.case_id in prior])
 
     def identity(pc):
         f = facts[pc.backend]
@@ -223,9 +257,10 @@ def _run(opts, suite, backends, needs_of, settings, timeout, k, executor, emit, 
     first_run: dict[int, object] = {}  # case index -> JobResult of its first worker run
     arts: dict[int, object] = {}
     scale_later: list[int] = []
-    interrupted = False
+    interrupted: str | None = None  # what stopped the run: Ctrl-C, SIGTERM, a journal write error
+    journal_error: BenchError | None = None
     emit("start", {"n_cases": len(cases), "run_id": header["run_id"], "suite": suite.name, "repeat": k,
-                   "case_budget_s": settings.warmup_max_time_s + settings.max_time_s})
+                   "case_budget_s": settings.warmup_max_time_s + settings.max_time_s, "resumed": len(prior)})
     artifacts: dict[tuple[str, str], object] = {(u.name, "fp32"): u.artifact for u in user}
 
     def finish(i: int, case: dict, jr) -> None:
@@ -235,6 +270,11 @@ def _run(opts, suite, backends, needs_of, settings, timeout, k, executor, emit, 
         else:
             out.append(case, jr)
         emit("case_done", {"index": i, "case": case})
+
+    for i, pc in enumerate(cases):  # --resume: what the journal holds is kept as it was
+        if pc.case_id in prior:
+            finished[i] = prior[pc.case_id]
+            emit("case_done", {"index": i, "case": prior[pc.case_id], "resumed": True})
 
     def job(i: int, r: int, n_jobs: int) -> Job:
         pc = cases[i]
@@ -249,6 +289,8 @@ def _run(opts, suite, backends, needs_of, settings, timeout, k, executor, emit, 
 
     try:
         for i, pc in enumerate(cases):  # artifacts first (built on this machine; shipped to nodes by Ray)
+            if i in finished:  # --resume: already measured
+                continue
             art = artifacts.get((pc.model, pc.variant))
             if art is None:
                 art = _artifact(pc.model, pc.variant, opts.rebuild, emit)
@@ -288,8 +330,27 @@ def _run(opts, suite, backends, needs_of, settings, timeout, k, executor, emit, 
             j = job(i, 0, 0)
             finished[i]["scaling"] = measure_scaling(executor, j, opts.replicas, opts.threads, settings)
             out.append(finished[i], first_run.get(i))
-    except KeyboardInterrupt:
-        interrupted = True
+    except _JournalFailed as exc:  # full disk: stop measuring, keep what we have
+        interrupted, journal_error = "journal write failed", exc.args[0]
+    except KeyboardInterrupt as exc:
+        interrupted = getattr(exc, "signal_name", None) or "Ctrl-C"
+    old_term = _hold_sigterm()  # the record is written in one go
+    try:
+        record, path = _sweep_and_write(cases, finished, partial, arts, first_run, identity, k, settings, out,
+                                        interrupted, records, out_dir, header)
+    finally:
+        _hold_sigterm(old_term)
+    if journal_error is not None:
+        raise BenchError(f"{journal_error}; run stopped, record written to {path} with the remaining cases "
+                         "marked skipped")
+    if interrupted:
+        raise RunInterrupted(record, path, interrupted)
+    return record, path
+
+
+def _sweep_and_write(cases, finished, partial, arts, first_run, identity, k, settings, out, interrupted, records,
+                     out_dir, header):
+    """Every planned case into the record (finished, partly repeated, or skipped with why), then write."""
     done: list[dict] = []
     for i, pc in enumerate(cases):
         if i in finished:
@@ -301,13 +362,18 @@ def _run(opts, suite, backends, needs_of, settings, timeout, k, executor, emit, 
                 case["validity"].setdefault("warnings", []).append(note)
         else:
             case = _finish(identity(pc), None, {"status": "skipped",
-                                                "reason": "interrupted (Ctrl-C) before this case ran"})
-        out.append(case, first_run.get(i))  # does nothing for a case already in its record
+                                                "reason": f"interrupted ({interrupted}) before this case ran"})
+        try:
+            out.append(case, first_run.get(i))  # does nothing for a case already in its record
+        except _JournalFailed:
+            pass  # the record below still gets it
         done.append(case)
-    record, path = out.write(records.isoformat(records.utcnow()), interrupted, done)
-    if interrupted:
-        raise RunInterrupted(record, path)
-    return record, path
+    try:
+        return out.write(records.isoformat(records.utcnow()), bool(interrupted), done)
+    except BenchError as exc:
+        journals = ", ".join(str(g["journal"].path) for g in out.groups.values())
+        raise BenchError(f"{exc}; the measured cases are kept in the journal {journals} "
+                         f"(bench run --resume {header['run_id']} --out {out_dir})") from None
 
 
 def _check_data(models: set[str]) -> None:
@@ -323,10 +389,12 @@ class _Outputs:
     (``environment`` = that node's fingerprint) plus one on the driver for cases that ran nowhere
     (skipped: no matching node, interrupted; failed: node lost and no retry)."""
 
-    def __init__(self, header: dict, out_dir, records, *, local: bool):
+    def __init__(self, header: dict, out_dir, records, *, local: bool, journal=None, prior=()):
         self.header, self.out_dir, self.records, self.local = header, out_dir, records, local
         self.groups: dict = {}  # node id (None: the driver) -> {"header", "journal", "cases"}
-        if local:
+        if local and journal is not None:  # --resume: append to the killed run's journal, its cases kept
+            self.groups[None] = {"header": dict(header), "journal": journal, "cases": list(prior)}
+        elif local:
             self._group(None, None, None)
 
     def _group(self, node_id, machine, node):
@@ -351,10 +419,16 @@ class _Outputs:
             return
         g = self._of(jr)
         g["cases"].append(case)
-        g["journal"].append(case)
+        try:
+            g["journal"].append(case)
+        except self.records.BenchError as exc:  # full disk: the case is in the record, the run stops
+            raise _JournalFailed(exc) from None
 
     def append_repeat(self, index: int, repeat: int, result: dict, jr) -> None:
-        self._of(jr)["journal"].append_repeat(index, repeat, result)
+        try:
+            self._of(jr)["journal"].append_repeat(index, repeat, result)
+        except self.records.BenchError as exc:
+            raise _JournalFailed(exc) from None
 
     def write(self, finished_at: str, interrupted: bool, all_cases: list):
         paths = []
@@ -403,11 +477,26 @@ def _generation_cases(cases: list, backend, runtime_asked: str | None, suite, ba
     return cases
 
 
+def _hold_sigterm(restore=None):
+    """Ignore SIGTERM while the record is written (or put ``restore`` back); no-op off the main thread."""
+    import signal
+
+    try:
+        return signal.signal(signal.SIGTERM, signal.SIG_IGN if restore is None else restore)
+    except ValueError:
+        return None
+
+
+class _JournalFailed(Exception):
+    """The journal could not take a finished case (full disk): the run stops, the record is written."""
+
+
 class RunInterrupted(KeyboardInterrupt):
-    def __init__(self, record: dict, path: Path):
+    def __init__(self, record: dict, path: Path, how: str = "Ctrl-C"):
         super().__init__("interrupted")
         self.record = record
         self.path = path
+        self.how = how
 
 
 def _version() -> str:
@@ -458,6 +547,11 @@ def _finish(base: dict, art, result: dict) -> dict:
     case.setdefault("reason", None)
     if art is not None and "complexity" not in case:
         case["complexity"] = art.meta.get("complexity")
+    from harness.safe import encode_non_finite
+
+    case, where = encode_non_finite(case)  # NaN / Inf: null + where, so the record is always writable
+    if where:
+        case["non_finite"] = where
     return case
 
 
