@@ -195,6 +195,10 @@ def get_or_build(model: str, variant: str, key: str, build: Callable[[Path], dic
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            final.parent.rmdir()  # only when empty: no half-built cache entry is left behind
+        except OSError:
+            pass
         raise
     return Artifact.load(final), True
 

@@ -124,14 +124,18 @@ def _first_line(exc: Exception) -> str:
 # --------------------------------------------------------------------------- ONNX files
 
 
+#: An ONNX file (protobuf) cannot be larger than 2 GiB; bigger weights live in external data.
+MAX_ONNX_BYTES = 2**31
+
+
 def _read_onnx(path: Path, label: str):
     """Parse and sanity-check an ONNX file -> (ModelProto without external data, file bytes)."""
     import onnx
 
-    if not path.exists():
-        raise BenchError(f"no such file: {label}")
-    if path.is_dir():
-        raise BenchError(f"{label} is a directory, not an ONNX file")
+    from harness.safe import check_input_file
+
+    # not a FIFO (would hang), not a device like /dev/zero (endless), not over protobuf's 2 GiB
+    check_input_file(path, what="model", max_bytes=MAX_ONNX_BYTES)
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -248,38 +252,68 @@ def _torch_user_model(ref: str, shapes: dict, *, root, rebuild: bool) -> UserMod
                        seed=SEED, versions=package_versions())
 
     def build(d: Path) -> dict:
-        import torch
+        # The factory is the user's code: it runs in its own worker process, so a sys.exit, a
+        # segfault or a hang costs the build, not bench; the parent removes the half-built dir.
+        from harness.run.worker import run_in_worker
 
-        from harness.plan.plugins import load_object
-        from suites.zoo.common import export_onnx
-
-        try:
-            factory = load_object(ref)
-        except Exception as exc:
-            raise BenchError(f"model '{ref}': cannot import it: {type(exc).__name__}: {_first_line(exc)}") from None
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(SEED)
-            try:
-                module = factory()
-            except Exception as exc:
-                raise BenchError(f"model '{ref}': calling it with no arguments failed: {type(exc).__name__}: "
-                                 f"{_first_line(exc)}") from None
-        if not isinstance(module, torch.nn.Module):
-            raise BenchError(f"model '{ref}' returned a {type(module).__name__}, not a torch.nn.Module")
-        module.eval()
-        example = random_inputs(inputs, 1)
-        try:
-            export_onnx(module, example, d / "model.onnx", output_name="output")
-        except Exception as exc:
-            raise BenchError(f"model '{ref}': torch.onnx.export failed: {type(exc).__name__}: "
-                             f"{_first_line(exc)}") from None
-        torch.save(module.state_dict(), d / "model.pt")
-        return _finish_meta(d, ref, inputs, fixed_batch, ref,
-                            source={"kind": "torch", "factory": ref, "module_sha256": source_digest([module_name])},
-                            torch_info={"factory": ref, "kwargs": {}, "state_dict": "model.pt"})
+        job = {"ref": ref, "inputs": inputs, "fixed_batch": fixed_batch, "dir": str(d),
+               "module_sha256": source_digest([module_name])}
+        # the worker does not import from the cwd: it gets the one directory the factory's module
+        # was found in, appended AFTER its own path (installed packages shadow files there)
+        origin = Path(found.origin).resolve()
+        job["module_root"] = str(origin.parents[module_name.count(".") + (origin.name == "__init__.py")])
+        res = run_in_worker("suites.zoo.byo:build_torch_artifact", job, timeout_s=FACTORY_TIMEOUT_S)
+        if not res.ok or not isinstance(res.result, dict):
+            reason = (res.reason or "no result").removeprefix("BenchError: ")
+            if reason.startswith(f"model '{ref}'"):
+                raise BenchError(reason)
+            raise BenchError(f"model '{ref}': building it failed in its worker: {reason}")
+        return res.result
 
     art, built = get_or_build(_cache_name(ref), VARIANT, key, build, root=root, rebuild=rebuild)
     return UserModel(ref, ref, "torch", art, built, fixed_batch, default_batch)
+
+
+#: Longest a torch factory (import, construction, ONNX export, reference outputs) may take.
+FACTORY_TIMEOUT_S = 900.0
+
+
+def build_torch_artifact(job: dict) -> dict:
+    """Worker target: call the factory, export ONNX into ``job["dir"]``, return the meta dict."""
+    import torch
+
+    from harness.plan.plugins import load_object
+    from suites.zoo.common import export_onnx
+
+    import sys
+
+    ref, inputs, fixed_batch, d = job["ref"], job["inputs"], job["fixed_batch"], Path(job["dir"])
+    if job.get("module_root") and job["module_root"] not in sys.path:
+        sys.path.append(job["module_root"])
+    try:
+        factory = load_object(ref)
+    except Exception as exc:
+        raise BenchError(f"model '{ref}': cannot import it: {type(exc).__name__}: {_first_line(exc)}") from None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        try:
+            module = factory()
+        except Exception as exc:
+            raise BenchError(f"model '{ref}': calling it with no arguments failed: {type(exc).__name__}: "
+                             f"{_first_line(exc)}") from None
+    if not isinstance(module, torch.nn.Module):
+        raise BenchError(f"model '{ref}' returned a {type(module).__name__}, not a torch.nn.Module")
+    module.eval()
+    example = random_inputs(inputs, 1)
+    try:
+        export_onnx(module, example, d / "model.onnx", output_name="output")
+    except Exception as exc:
+        raise BenchError(f"model '{ref}': torch.onnx.export failed: {type(exc).__name__}: "
+                         f"{_first_line(exc)}") from None
+    torch.save(module.state_dict(), d / "model.pt")
+    return _finish_meta(d, ref, inputs, fixed_batch, ref,
+                        source={"kind": "torch", "factory": ref, "module_sha256": job["module_sha256"]},
+                        torch_info={"factory": ref, "kwargs": {}, "state_dict": "model.pt"})
 
 
 # --------------------------------------------------------------------------- shared
