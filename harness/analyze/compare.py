@@ -974,18 +974,19 @@ def render_text(cmp: Comparison, *, console=None, show_unchanged: bool = True) -
     import sys
 
     from rich.console import Console
-    from rich.table import Table
+
+    from harness.safe import data_table, plain, term
 
     if console is None:
         console = Console(file=sys.stdout, highlight=False, width=None if sys.stdout.isatty() else 160)
-    console.print(f"[bold]BASE[/bold] {cmp.base.label()}")
-    console.print(f"[bold]NEW [/bold] {cmp.new.label()}")
+    console.print(f"[bold]BASE[/bold] {term(cmp.base.label())}")
+    console.print(f"[bold]NEW [/bold] {term(cmp.new.label())}")
     s = cmp.settings
     console.print(f"thresholds: {s.thresholds.describe()}; significant: p < {s.alpha:g} and "
                   f"{s.confidence:.0%} CI excludes 1, {s.describe_noise_rule()}", style="dim")
     for note in cmp.notes:
-        console.print(f"note: {note}", style="yellow")
-    table = Table(show_lines=False, header_style="bold")
+        console.print(plain(f"note: {note}"), style="yellow")
+    table = data_table(show_lines=False, header_style="bold")
     for col, kw in (("verdict", {}), ("case", {"overflow": "fold"}), ("metric", {}), ("BASE", {"justify": "right"}),
                     ("NEW", {"justify": "right"}), ("change", {"justify": "right"}),
                     (f"{s.confidence:.0%} CI", {"justify": "right"}), ("p", {"justify": "right"}),
@@ -998,11 +999,13 @@ def render_text(cmp: Comparison, *, console=None, show_unchanged: bool = True) -
         console.print(table)
     else:
         console.print("every compared metric is within its threshold")
-    console.print(f"[bold]{cmp.headline()}[/bold] -> exit {cmp.exit_code}")
+    console.print(f"[bold]{term(cmp.headline())}[/bold] -> exit {cmp.exit_code}")
 
 
 def _md(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    from harness.safe import md
+
+    return md(text)
 
 
 def render_markdown(cmp: Comparison) -> str:

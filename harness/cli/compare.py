@@ -10,13 +10,21 @@ METRIC_NAMES = ("p50", "p99", "throughput", "accuracy")
 
 
 def _append(path: str, text: str) -> None:
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(text)
+    """Append (e.g. to $GITHUB_STEP_SUMMARY); one line naming the path when it cannot be written."""
+    from harness.errors import BenchError
+    from harness.safe import os_reason
+
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise BenchError(f"cannot write --md-out {path}: {os_reason(exc)}") from None
 
 
 def _write(path: str, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(text)
+    from harness.safe import write_atomic
+
+    write_atomic(path, text, what="--json-out")
 
 
 @click.command("compare")

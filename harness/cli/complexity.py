@@ -170,7 +170,7 @@ def _resolve(model: str, variant: str, shapes: dict, tmp: str) -> tuple[str, str
 
 def _print_tables(result: dict, per_op: bool) -> None:
     from rich.console import Console
-    from rich.table import Table
+    from harness.safe import data_table as Table
 
     from harness.plan.complexity import format_count
 

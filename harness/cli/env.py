@@ -32,7 +32,7 @@ def command(ctx, as_json, check):
         click.echo(json.dumps(fp, indent=1, default=str))
         return
     from rich.console import Console
-    from rich.table import Table
+    from harness.safe import data_table as Table
 
     t = Table(show_header=False, title=f"machine {fp['machine_id']}", title_justify="left")
     t.add_column("field", style="bold")

@@ -50,8 +50,9 @@ def command(runs, fmt, out, layout, results_dir, machine, suite, no_data):
         (record,) = _records(runs, results_dir, machine, suite)[:1] or [None]
         text = json.dumps(to_pytest_benchmark(record, include_data=not no_data), indent=4, allow_nan=False)
         if out:
-            with open(out, "w", encoding="utf-8") as fh:
-                fh.write(text + "\n")
+            from harness.safe import write_atomic
+
+            write_atomic(out, text + "\n", what="export")
         else:
             click.echo(text)
         return

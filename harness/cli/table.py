@@ -69,6 +69,9 @@ def run_table(record: dict, title: str | None = None, width: int | None = None):
     left out (the title names the backend) rather than squeezing every cell.
     """
     from rich.table import Table
+    from rich.text import Text
+
+    from harness.safe import plain, printable
 
     narrow = width is not None and width < 140
     tiny = width is not None and width < 110
@@ -76,7 +79,9 @@ def run_table(record: dict, title: str | None = None, width: int | None = None):
     if tiny:  # one "case" column instead of model + variant, short scenario names
         keep = [("case", "left")] + [c for c in keep if c[0] not in ("model", "variant")]
     backends = sorted({f"{c['backend']}/{c['runtime']}" for c in record["cases"]})
-    t = Table(title=title or f"run {record['run_id']} · suite {record['suite']['name']} · {', '.join(backends)}",
+    # every cell and the title are Text objects: names, paths and reasons from a record are data,
+    # never rich markup (a reason like "[/data/w.bin]" is shown as it is)
+    t = Table(title=plain(title or f"run {record['run_id']} · suite {record['suite']['name']} · {', '.join(backends)}"),
               title_justify="left")
     for col, just in keep:
         t.add_column(col, justify=just, no_wrap=col not in ("model", "case", "status"),
@@ -95,10 +100,10 @@ def run_table(record: dict, title: str | None = None, width: int | None = None):
         ci = lat.get("ci_rel_halfwidth")
         status = c["status"]
         style = STATUS_STYLE.get(status, "")
-        status_cell = f"[{style}]{status}[/]"
+        status_cell = Text(printable(status), style=style)
         if c.get("reason"):
-            notes.append(f"[{len(notes) + 1}] {c['case_id']}: {c['reason']}")
-            status_cell += f" [{len(notes)}]"
+            notes.append(f"[{len(notes) + 1}] {printable(c['case_id'])}: {printable(c['reason'])}")
+            status_cell.append(f" [{len(notes)}]")
         cells = {"case": f"{c['model']} {c['variant']}"}
         cells.update(zip([c[0] for c in COLUMNS], (
             c["model"], c["variant"], f"{c['backend']}/{c['runtime']}", c["precision"], str(c["batch"]),
@@ -108,7 +113,7 @@ def run_table(record: dict, title: str | None = None, width: int | None = None):
             fmt_rate(thr) + est,
             fmt_accuracy(c.get("accuracy"), delta=not tiny), status_cell,
         )))
-        t.add_row(*[cells[n] for n in names])
+        t.add_row(*[cells[n] if isinstance(cells[n], Text) else plain(cells[n]) for n in names])
     if any(c.get("simulated") for c in record["cases"]):
         notes.append("* estimated by a performance model (simulated backend), not measured; "
                      "the emulator's own wall time is in the record, never shown as device speed")
@@ -144,9 +149,9 @@ def print_rows(rows: list[dict], cols: list[str], title: str | None = None, cons
             click.echo(title)
         click.echo(plain_table([[cell(r.get(c)) for c in cols] for r in rows], cols))
         return
-    from rich.table import Table
+    from harness.safe import data_table
 
-    t = Table(title=title, title_justify="left")
+    t = data_table(title=title, title_justify="left")  # cells are data, never markup
     for c in cols:
         t.add_column(c, overflow="fold")
     for r in rows:
@@ -191,6 +196,8 @@ def generation_table(record: dict):
 def print_run(record: dict, path=None, console=None) -> None:
     from rich.console import Console
 
+    from harness.safe import plain as as_text
+
     plain = console is None and not _tty() or (console is not None and not console.is_terminal)
     console = console or Console(width=None if _tty() else 200)
     if plain:  # pipe / file / CI log: full columns, one line per case, ids whole
@@ -214,9 +221,9 @@ def print_run(record: dict, path=None, console=None) -> None:
         counts[c["status"]] = counts.get(c["status"], 0) + 1
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     timer = record.get("timer") or {}
-    console.print(f"{len(record['cases'])} cases: {summary}. Timer overhead {timer.get('overhead_ns', 0):.0f} ns.")
+    console.print(as_text(f"{len(record['cases'])} cases: {summary}. Timer overhead {timer.get('overhead_ns', 0):.0f} ns."))
     if path is not None:
-        console.print(f"record: {path}")
+        console.print(as_text(f"record: {path}"))
 
 
 def _tty() -> bool:

@@ -110,10 +110,9 @@ def _load(model_or_path: Any):
     elif isinstance(model_or_path, (str, os.PathLike)):
         path = os.fspath(model_or_path)
         label = path
-        if not os.path.exists(path):
-            raise BenchError(f"no such file: {path}")
-        if os.path.isdir(path):
-            raise BenchError(f"{path} is a directory, not an ONNX file")
+        from harness.safe import check_input_file
+
+        check_input_file(path, what="model", max_bytes=2**31)  # no FIFO, device, directory; protobuf <= 2 GiB
         try:
             with open(path, "rb") as fh:
                 data = fh.read()

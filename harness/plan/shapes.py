@@ -27,7 +27,17 @@ def parse_input_shape(text: str) -> tuple[str | None, tuple[int, ...]]:
         raise BenchError(f"bad input shape '{text}': expected NAME=1x3x224x224 (positive integers)") from None
     if not shape or any(d <= 0 for d in shape):
         raise BenchError(f"bad input shape '{text}': every dim must be a positive integer")
+    n = 1
+    for d in shape:
+        n *= d
+    if n > MAX_INPUT_ELEMENTS:  # refused before anything is allocated
+        raise BenchError(f"bad input shape '{text}': {n:.3g} elements per input is more than the limit of "
+                         f"{MAX_INPUT_ELEMENTS:.3g} ({MAX_INPUT_ELEMENTS * 4 / 2**30:.0f} GiB as float32)")
     return name, shape
+
+
+#: An input of more elements than this is a typo (10^11 elements = 400 GB of float32), refused.
+MAX_INPUT_ELEMENTS = 2**31
 
 
 def parse_shapes(texts) -> dict[str | None, tuple[int, ...]]:

@@ -71,6 +71,10 @@ class Suite:
         return self.data.get("case_timeout_s")
 
 
+#: A suite file larger than this is not a suite.
+MAX_SUITE_BYTES = 4 * 1024 * 1024
+
+
 def load(name_or_path: str, _seen: tuple = ()) -> Suite:
     """Load and validate a suite; one clear :class:`BenchError` for any problem."""
     import yaml
@@ -79,8 +83,10 @@ def load(name_or_path: str, _seen: tuple = ()) -> Suite:
     p = Path(name_or_path)
     if name_or_path in suites:
         path = suites[name_or_path]
-    elif p.suffix in (".yaml", ".yml") and p.exists():
-        path = p
+    elif p.suffix in (".yaml", ".yml") and (p.exists() or p.is_symlink()):
+        from harness.safe import check_input_file
+
+        path = check_input_file(p, what="suite", max_bytes=MAX_SUITE_BYTES)
     else:
         raise BenchError(f"unknown suite '{name_or_path}' (choose from: {', '.join(suites)}, or a path to a .yaml file)")
     raw = path.read_bytes()
@@ -98,7 +104,9 @@ def load(name_or_path: str, _seen: tuple = ()) -> Suite:
     if errors:
         e = errors[0]
         where = "/".join(str(x) for x in e.absolute_path) or "(top level)"
-        raise BenchError(f"suite {path}: {where}: {e.message}")
+        from harness.safe import short
+
+        raise BenchError(f"suite {path}: {where}: {short(e.message, 200)}")
     suite = Suite(name=data["name"], path=path, sha256=hashlib.sha256(raw).hexdigest(), data=data)
     default_variants = data.get("variants", ["fp32"])
     default_batches = data.get("batch_sizes", [1])
@@ -114,10 +122,15 @@ def load(name_or_path: str, _seen: tuple = ()) -> Suite:
                              "scenarios": item.get("scenarios")})
     here = str(path.resolve())
     for inc in data.get("include", []):
-        target = str(suites[inc].resolve()) if inc in suites else str(Path(inc).resolve())
+        # a suite name, or a path relative to the including file (not to the working directory)
+        ref = inc if inc in suites else str(Path(inc) if Path(inc).is_absolute() else path.parent / inc)
+        target = str(suites[inc].resolve()) if inc in suites else str(Path(ref).resolve())
         if target in _seen or target == here:
             raise BenchError(f"suite {path}: include cycle through '{inc}'")
-        other = load(inc, _seen + (here,))
+        if inc not in suites and not Path(ref).exists():
+            raise BenchError(f"suite {path}: include '{inc}' not found (looked for {ref}, relative to the suite's "
+                             "own directory)")
+        other = load(ref, _seen + (here,))
         for m in other.models:
             if m not in suite.models:
                 suite.models.append(m)

@@ -180,6 +180,8 @@ def write(report: Report, out: str | Path, formats: Iterable[str] = ("html",)) -
         stem.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BenchError(f"cannot create {stem.parent}: {exc.strerror or exc}") from None
+    from harness.safe import csv_frame, write_atomic
+
     written: list[Path] = []
     try:
         for fmt in formats:
@@ -187,21 +189,21 @@ def write(report: Report, out: str | Path, formats: Iterable[str] = ("html",)) -
                 from harness.report.html import render_html
 
                 path = stem.with_name(stem.name + ".html")
-                path.write_text(render_html(report), encoding="utf-8")
+                write_atomic(path, render_html(report), what="report")
                 written.append(path)
             elif fmt == "md":
                 from harness.report.markdown import render_markdown
 
                 path = stem.with_name(stem.name + ".md")
-                path.write_text(render_markdown(report), encoding="utf-8")
+                write_atomic(path, render_markdown(report), what="report")
                 written.append(path)
             else:
                 path = stem.with_name(stem.name + ".csv")
-                report.tables["cases"].to_csv(path, index=False)
+                write_atomic(path, csv_frame(report.tables["cases"]).to_csv(index=False), what="report")
                 written.append(path)
                 if "procurement" in report.tables:
                     ppath = stem.with_name(stem.name + "-procurement.csv")
-                    report.tables["procurement"].to_csv(ppath, index=False)
+                    write_atomic(ppath, csv_frame(report.tables["procurement"]).to_csv(index=False), what="report")
                     written.append(ppath)
     except OSError as exc:
         raise BenchError(f"cannot write report to {stem.parent}: {exc.strerror or exc}") from None

@@ -7,7 +7,6 @@ break out of a ``<script>``.
 from __future__ import annotations
 
 import datetime as _dt
-import html
 from typing import Any
 
 from harness import __version__
@@ -79,7 +78,10 @@ SORT_JS = """
 
 
 def esc(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
+    """The one HTML escaper (:func:`harness.safe.html_text`); None is empty."""
+    from harness.safe import html_text
+
+    return "" if value is None else html_text(value)
 
 
 def _raw(value: Any) -> str | None:

@@ -5,7 +5,6 @@ User-supplied strings are escaped (pipes, emphasis, angle brackets).
 """
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from harness.report.frames import COLUMNS, ESTIMATED_COLUMNS, ESTIMATED_KINDS, estimated, fmt_cell
@@ -16,13 +15,13 @@ MD_CASE_COLUMNS = ["machine", "suite", "model", "variant", "platform", "batch", 
 MD_PROCUREMENT_COLUMNS = ["suite", "model", "rank", "machine", "backend", "runtime", "config", "basis",
                           "throughput_per_s", "per_watt", "watts_source", "hourly_cost", "per_dollar",
                           "cost_per_million"]
-_SPECIAL = re.compile(r"([\\`*_|\[\]])")
 
 
 def md_escape(value: Any) -> str:
-    text = " ".join(str(value).split())
-    text = _SPECIAL.sub(r"\\\1", text)
-    return text.replace("<", "&lt;").replace(">", "&gt;")
+    """The one Markdown escaper (:func:`harness.safe.md`)."""
+    from harness.safe import md
+
+    return md(value)
 
 
 def _table(name: str, df, columns: list[str], extra: dict[str, tuple[str, str]] | None = None) -> str:

@@ -31,6 +31,7 @@ from typing import Any
 
 from harness.errors import BenchError
 from harness.report.model import Dataset, _num, usable
+from harness.safe import short
 
 MATCH_KEYS = ("machine_id", "hostname", "cpu_model", "gpu_name", "device", "backend")
 ENTRY_KEYS = {"name", "match", "hourly", "purchase", "lifetime_years", "lifetime_hours", "utilization",
@@ -102,14 +103,15 @@ def _positive(value: Any, where: str, *, allow_zero: bool = False) -> float:
     v = _num(value)
     if v is None or v < 0 or (v == 0 and not allow_zero):
         raise BenchError(f"{where}: must be a {'non-negative' if allow_zero else 'positive'} number, "
-                         f"got {value!r}")
+                         f"got {short(repr(value))}")
     return v
 
 
 def _check_keys(mapping: dict, allowed, where: str) -> None:
     unknown = set(mapping) - set(allowed)
     if unknown:
-        raise BenchError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))} "
+        raise BenchError(f"{where}: unknown key(s) {', '.join(short(k, 40) for k in sorted(map(str, unknown))[:3])}"
+                         f"{' …' if len(unknown) > 3 else ''} "
                          f"(expected: {', '.join(sorted(allowed))})")
 
 
@@ -135,7 +137,7 @@ def parse_prices(data: Any, source: str = "prices") -> Prices:
             raise BenchError(f"{where}: needs 'match' with at least one of {', '.join(MATCH_KEYS)}")
         bad = set(match) - set(MATCH_KEYS)
         if bad:
-            raise BenchError(f"{where}: unknown match key(s) {', '.join(sorted(map(str, bad)))} "
+            raise BenchError(f"{where}: unknown match key(s) {', '.join(short(k, 40) for k in sorted(map(str, bad))[:3])} "
                              f"(expected: {', '.join(MATCH_KEYS)})")
         for k, v in match.items():
             if not isinstance(v, (str, int, float)) or isinstance(v, bool) or str(v).strip() == "":
@@ -157,7 +159,7 @@ def parse_prices(data: Any, source: str = "prices") -> Prices:
             if item.get("utilization") is not None:
                 u = _positive(item["utilization"], f"{where}: utilization")
                 if u > 1:
-                    raise BenchError(f"{where}: utilization must be in (0, 1], got {item['utilization']!r}")
+                    raise BenchError(f"{where}: utilization must be in (0, 1], got {short(repr(item['utilization']))}")
                 entry.utilization = u
             entry.power_price_per_kwh = default_power
             if item.get("power_price_per_kwh") is not None:
@@ -182,9 +184,9 @@ def load_prices(path: str | Path) -> Prices:
     """Read and validate a prices YAML file (see the module doc for the format)."""
     import yaml
 
-    p = Path(path)
-    if not p.is_file():
-        raise BenchError(f"prices file not found: {p}")
+    from harness.safe import check_input_file
+
+    p = check_input_file(path, what="prices file", max_bytes=16 * 1024 * 1024)
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

@@ -178,20 +178,31 @@ def _parquet_engine() -> str:
 
 def write_table(df, out: str | Path | None, fmt: str) -> str | None:
     """Write ``df`` as CSV (``out=None``: return the text) or Parquet (``out`` required)."""
+    from harness.safe import csv_frame, os_reason, write_atomic
+
     if fmt == "csv":
         df = df.copy()
         if "samples_ns" in df.columns:  # a list per cell: keep it one JSON array
             df["samples_ns"] = [None if v is None or (isinstance(v, float) and math.isnan(v)) else json.dumps(list(v))
                                 for v in df["samples_ns"]]
+        text = csv_frame(df).to_csv(index=False)  # no cell a spreadsheet would run as a formula
         if out is None:
-            return df.to_csv(index=False)
-        df.to_csv(out, index=False)
+            return text
+        write_atomic(out, text, what="export")
         return None
     if fmt != "parquet":
         raise BenchError(f"unknown table format {fmt!r}")
     if out is None:
         raise BenchError("Parquet is binary: give --out FILE")
     engine = _parquet_engine()
+    try:
+        _write_parquet(df, out, engine)
+    except OSError as exc:
+        raise BenchError(f"cannot write export {out}: {os_reason(exc)}") from None
+    return None
+
+
+def _write_parquet(df, out, engine: str) -> None:
     if engine == "pyarrow":
         df.to_parquet(out, index=False, engine="pyarrow")
         return None
@@ -200,7 +211,12 @@ def write_table(df, out: str | Path | None, fmt: str) -> str | None:
     con = duckdb.connect()
     try:
         con.register("bench_export", _for_duckdb(df))
-        con.execute("COPY (SELECT * FROM bench_export) TO $out (FORMAT parquet)", {"out": str(out)})
+        try:
+            con.execute("COPY (SELECT * FROM bench_export) TO $out (FORMAT parquet)", {"out": str(out)})
+        except Exception as exc:  # duckdb.IOException: an unwritable path
+            if "IO" in type(exc).__name__:
+                raise OSError(" ".join(str(exc).split())[:200]) from None
+            raise
     finally:
         con.close()
     return None
