@@ -56,7 +56,7 @@ METRICS = ["top1", "top1_agreement", "cosine", "max_abs_diff", "mean_abs_diff"]
 @pytest.mark.parametrize("bad", NONFINITE, ids=["nan", "inf", "-inf"])
 @pytest.mark.parametrize("metric", METRICS)
 def test_non_finite_outputs_fail_the_gate(metric, bad):
-    from harness import accuracy
+    from harness.measure import accuracy
 
     rng = np.random.default_rng(0)
     ref = rng.standard_normal((16, 4)).astype(np.float32)
@@ -71,7 +71,7 @@ def test_non_finite_outputs_fail_the_gate(metric, bad):
 
 
 def test_finite_outputs_still_pass():
-    from harness import accuracy
+    from harness.measure import accuracy
 
     ref = np.eye(4, dtype=np.float32)
     res = accuracy.evaluate(ref.copy(), labels=None, reference=ref, baseline_value=None, gate=0.99,
@@ -103,7 +103,7 @@ NAN_SPOTS = [("accuracy", "value"), ("accuracy", "delta"), ("latency_ns", "p50")
 @pytest.mark.parametrize("field, key", NAN_SPOTS, ids=["/".join(s) for s in NAN_SPOTS])
 def test_record_with_non_finite_is_written(tmp_path, field, key, bad):
     """Yesterday: ValueError at the final write, the whole run lost. Now: null + where, written."""
-    from harness import records
+    from harness.store import records
 
     ok = synth.make_case("mlp-digits", "fp32")
     sick = synth.make_case("mlp-digits", "int8")
@@ -122,7 +122,7 @@ def records_name(x: float) -> str:
 
 
 def test_journal_line_with_nan_is_standard_json(tmp_path):
-    from harness import records
+    from harness.store import records
 
     rec = synth.make_record([])
     j = records.Journal(tmp_path, rec)
@@ -161,7 +161,7 @@ HOSTILE_IDS = [f"h{i}" for i in range(len(HOSTILE))]
 def test_terminal_table_shows_hostile_text_verbatim(text):
     from rich.console import Console
 
-    from harness.table import print_run
+    from harness.cli.table import print_run
 
     case = synth.make_case("m" + text, "fp32")
     case["status"], case["reason"] = "failed", "reason " + text
@@ -197,7 +197,7 @@ def test_html_escape(text):
 def test_csv_export_is_formula_safe(tmp_path, text):
     import csv
 
-    from harness.export import flat_table, write_table
+    from harness.store.export import flat_table, write_table
 
     rec = synth.make_record([synth.make_case(text, "fp32")])
     out = tmp_path / "x.csv"
@@ -209,7 +209,7 @@ def test_csv_export_is_formula_safe(tmp_path, text):
 
 
 def test_history_markdown_escapes_model_names(tmp_path):
-    from harness import history
+    from harness.analyze import history
 
     recs = []
     for i in range(3):
@@ -222,7 +222,7 @@ def test_history_markdown_escapes_model_names(tmp_path):
 
 
 def test_compare_markdown_escapes(tmp_path):
-    from harness import compare
+    from harness.analyze import compare
 
     a = synth.make_record([synth.make_case("<b>x</b>|y", "fp32", seed=1)], started=_day(0))
     b = synth.make_record([synth.make_case("<b>x</b>|y", "fp32", seed=2)], started=_day(1))
@@ -238,7 +238,7 @@ SHADOWS = ["onnxruntime", "numpy", "json", "harness", "tests"]
 
 @pytest.mark.parametrize("name", SHADOWS)
 def test_worker_never_imports_from_cwd(tmp_path, name):
-    from harness.worker import run_in_worker
+    from harness.run.worker import run_in_worker
 
     marker = tmp_path / "pwned"
     (tmp_path / f"{name}.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n")
@@ -249,7 +249,7 @@ def test_worker_never_imports_from_cwd(tmp_path, name):
 
 
 def test_relative_pythonpath_is_pinned(tmp_path, monkeypatch):
-    from harness.worker import _child_env
+    from harness.run.worker import _child_env
 
     monkeypatch.setenv("PYTHONPATH", "relative/dir")
     env = _child_env(None)
@@ -567,7 +567,7 @@ def test_write_atomic_full_disk_leaves_no_partial_file(tmp_path, monkeypatch):
 def test_journal_append_never_tears_a_line(tmp_path, monkeypatch, errno_name):
     import errno
 
-    from harness import records
+    from harness.store import records
 
     j = records.Journal(tmp_path, synth.make_record([]))
     j.append(synth.make_case(variant="fp32"))
@@ -612,7 +612,7 @@ def test_prices_fifo_refused(tmp_path, capsys):
 # ============================================================== 9. suite includes
 
 def test_include_is_relative_to_the_including_file(tmp_path, monkeypatch):
-    from harness import suite as suitemod
+    from harness.plan import suite as suitemod
 
     d = tmp_path / "suites"
     d.mkdir()
@@ -636,7 +636,7 @@ def test_include_missing_names_where_it_looked(tmp_path, monkeypatch, capsys):
 
 
 def test_include_cycle_relative(tmp_path):
-    from harness import suite as suitemod
+    from harness.plan import suite as suitemod
 
     (tmp_path / "a.yaml").write_text("name: a\nmodels: [mlp-digits]\ninclude: [b.yaml]\n")
     (tmp_path / "b.yaml").write_text("name: b\nmodels: [mlp-digits]\ninclude: [a.yaml]\n")
@@ -647,7 +647,7 @@ def test_include_cycle_relative(tmp_path):
 # ============================================================== journals are runs too
 
 def _journal(tmp_path: Path, n_cases: int = 1) -> tuple[dict, Path]:
-    from harness import records
+    from harness.store import records
 
     rec = synth.make_record([synth.make_case(variant=v) for v in ("fp32", "int8", "fp16")[:n_cases]])
     header = {k: v for k, v in rec.items() if k not in ("cases", "interrupted", "finished_at")}
@@ -671,7 +671,7 @@ def test_journal_only_run_is_listed_as_interrupted(tmp_path, capsys, reader):
         assert main(["report", str(res), "--out", str(tmp_path / "rep"), "--format", "csv"]) == 0
         assert (tmp_path / "rep.csv").exists() and "mlp-digits" in (tmp_path / "rep.csv").read_text()
     elif reader == "history":
-        from harness import history
+        from harness.analyze import history
 
         df = history.index_runs([res], engine="pandas")
         assert list(df["run_id"]) == [rec["run_id"]] and bool(df["interrupted"].iloc[0])
@@ -682,7 +682,7 @@ def test_journal_only_run_is_listed_as_interrupted(tmp_path, capsys, reader):
 
 
 def test_journal_of_finished_run_not_listed_twice(tmp_path):
-    from harness import records
+    from harness.store import records
 
     rec, jpath = _journal(tmp_path, 1)
     (tmp_path / f"{rec['run_id']}.json").write_text(json.dumps(rec))
@@ -707,7 +707,7 @@ def test_resume_unknown_id(tmp_path, capsys):
 
 
 def test_torn_journal_keeps_whole_lines(tmp_path):
-    from harness import records
+    from harness.store import records
 
     rec, jpath = _journal(tmp_path, 2)
     with open(jpath, "a") as fh:
