@@ -157,12 +157,15 @@ class TorchSession(_HostSession):
 
 #: the --option settings of the cpu backend (checked before any case runs)
 OPTIONS = (
-    Option("spinning", bool, runtimes=("onnxruntime",), help="onnxruntime intra-op threads spin while idle (default 1)"),
-    Option("io_binding", bool, runtimes=("onnxruntime",), help="onnxruntime IO binding instead of plain run (default 0)"),
+    Option("spinning", bool, runtimes=("onnxruntime",),
+           help="onnxruntime intra-op threads spin while idle (default 1)"),
+    Option("io_binding", bool, runtimes=("onnxruntime",),
+           help="onnxruntime IO binding instead of plain run (default 0)"),
     Option("jit_compile", bool, runtimes=("tensorflow",), help="XLA-compile the TF function (default 1)"),
     Option("steps_per_execution", int, minimum=1, maximum=100_000, runtimes=("tensorflow",),
            help="queries per TF function call (default 1)"),
-    Option("tf_model", str, runtimes=("tensorflow",), help="path of a TF SavedModel to run instead of the converted one"),
+    Option("tf_model", str, runtimes=("tensorflow",),
+           help="path of a TF SavedModel to run instead of the converted one"),
 )
 
 

@@ -116,10 +116,10 @@ def artifact_for(model: str, variant: str, *, rebuild: bool = False):
     return _build(model, variant, rebuild=rebuild)
 
 
-def user_models(refs, shapes, *, rebuild: bool = False, emit=None) -> list:
+def user_models(refs, shapes, *, rebuild: bool = False, emit=None, isolate=None) -> list:
     from suites.zoo import byo
 
-    return byo.resolve(refs, shapes, rebuild=rebuild, emit=emit)
+    return byo.resolve(refs, shapes, rebuild=rebuild, emit=emit, isolate=isolate)
 
 
 def architectures() -> tuple[str, ...]:

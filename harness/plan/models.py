@@ -97,9 +97,12 @@ def artifact_for(model: str, variant: str, *, rebuild: bool = False):
     return registry().artifact_for(model, variant, rebuild=rebuild)
 
 
-def user_models(refs, shapes, *, rebuild: bool = False, emit=None) -> list:
-    """The user's own models, validated and built (one :class:`BenchError` line for bad input)."""
-    return registry().user_models(refs, shapes, rebuild=rebuild, emit=emit)
+def user_models(refs, shapes, *, rebuild: bool = False, emit=None, isolate=None) -> list:
+    """The user's own models, validated and built (one :class:`BenchError` line for bad input);
+    ``isolate``: ``run_in_worker``, to build torch factories (user code) in a process of their own."""
+    if isolate is None:
+        return registry().user_models(refs, shapes, rebuild=rebuild, emit=emit)
+    return registry().user_models(refs, shapes, rebuild=rebuild, emit=emit, isolate=isolate)
 
 
 def architectures() -> tuple:

@@ -176,8 +176,10 @@ def _run(opts, suite, backends, needs_of, settings, timeout, k, executor, emit, 
 
     threads = opts.threads or executor.default_threads(next(iter(needs_of.values()))) or default_threads()
     # the user's own models: validated and built up front, so a bad file is one line and exit 2
-    user = model_registry.user_models(opts.user_models, opts.input_shapes, rebuild=opts.rebuild, emit=emit) \
-        if opts.user_models else []
+    from harness.run.worker import run_in_worker
+
+    user = model_registry.user_models(opts.user_models, opts.input_shapes, rebuild=opts.rebuild, emit=emit,
+                                      isolate=run_in_worker) if opts.user_models else []
     cases = []
     for backend, runtime in backends:
         cases += suitemod.plan(suite, backend=backend.name, runtime=runtime, scenarios=opts.scenarios,

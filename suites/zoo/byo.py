@@ -227,7 +227,7 @@ def _onnx_user_model(ref: str, shapes: dict, parsed, *, root, rebuild: bool) -> 
 # --------------------------------------------------------------------------- torch factories
 
 
-def _torch_user_model(ref: str, shapes: dict, *, root, rebuild: bool) -> UserModel:
+def _torch_user_model(ref: str, shapes: dict, *, root, rebuild: bool, isolate=None) -> UserModel:
     import importlib.util
 
     from harness.plan.artifacts import artifact_key, get_or_build, package_versions, source_digest
@@ -252,17 +252,19 @@ def _torch_user_model(ref: str, shapes: dict, *, root, rebuild: bool) -> UserMod
                        seed=SEED, versions=package_versions())
 
     def build(d: Path) -> dict:
-        # The factory is the user's code: it runs in its own worker process, so a sys.exit, a
-        # segfault or a hang costs the build, not bench; the parent removes the half-built dir.
-        from harness.run.worker import run_in_worker
-
+        # The factory is the user's code: it runs in its own worker process (``isolate``: the
+        # runner's harness.run.worker.run_in_worker), so a sys.exit, a segfault or a hang costs the
+        # build, not bench; the parent removes the half-built dir. Without ``isolate`` (a caller
+        # that is itself an isolated process) it runs here.
         job = {"ref": ref, "inputs": inputs, "fixed_batch": fixed_batch, "dir": str(d),
                "module_sha256": source_digest([module_name])}
         # the worker does not import from the cwd: it gets the one directory the factory's module
         # was found in, appended AFTER its own path (installed packages shadow files there)
         origin = Path(found.origin).resolve()
         job["module_root"] = str(origin.parents[module_name.count(".") + (origin.name == "__init__.py")])
-        res = run_in_worker("suites.zoo.byo:build_torch_artifact", job, timeout_s=FACTORY_TIMEOUT_S)
+        if isolate is None:
+            return build_torch_artifact(job)
+        res = isolate("suites.zoo.byo:build_torch_artifact", job, timeout_s=FACTORY_TIMEOUT_S)
         if not res.ok or not isinstance(res.result, dict):
             reason = (res.reason or "no result").removeprefix("BenchError: ")
             if reason.startswith(f"model '{ref}'"):
@@ -360,11 +362,13 @@ def _finish_meta(d: Path, name: str, inputs: list[dict], fixed_batch, label: str
 
 
 def resolve(refs, shape_texts=(), *, root: Path | None = None, rebuild: bool = False,
-            emit: Callable[[str, dict], None] | None = None) -> list[UserModel]:
+            emit: Callable[[str, dict], None] | None = None, isolate: Callable | None = None) -> list[UserModel]:
     """Validate and build (or fetch from the cache) the artifacts of the user's models.
 
     ``refs``: ``*.onnx`` paths and/or ``package.module:factory`` references; ``shape_texts``:
     the ``--input-shape`` values (a named shape goes to the model with that input).
+    ``isolate``: ``run_in_worker(target, payload, timeout_s=...)`` to build torch factories in a
+    process of their own (``bench run`` passes harness.run.worker.run_in_worker).
     Raises :class:`BenchError` (one line, exit 2) for anything unusable.
     """
     emit = emit or (lambda kind, data: None)
@@ -390,7 +394,7 @@ def resolve(refs, shape_texts=(), *, root: Path | None = None, rebuild: bool = F
             um = UserModel(ref, name, "llm", art, built, None, 1)
         else:
             um = (_onnx_user_model(ref, mine, parsed[ref], root=root, rebuild=rebuild) if ref in parsed
-                  else _torch_user_model(ref, mine, root=root, rebuild=rebuild))
+                  else _torch_user_model(ref, mine, root=root, rebuild=rebuild, isolate=isolate))
         emit("artifact_ready", {"model": um.name, "variant": VARIANT, "built": um.built,
                                 "seconds": time.perf_counter() - t0})
         if any(m.name == um.name for m in models):
