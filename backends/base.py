@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
+from harness.errors import BenchError
+
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4", "fixed")
 
 
@@ -216,8 +218,8 @@ class GenerationSession:
         """Release the session's resources."""
 
 
-class OptionError(ValueError):
-    """A ``--option K=V`` the backend does not take, or a value it cannot use (one line)."""
+class OptionError(BenchError, ValueError):
+    """A ``--option K=V`` the backend does not take, or a value it cannot use (one line, exit 2)."""
 
 
 _TRUE = ("1", "true", "yes", "on")

@@ -43,6 +43,15 @@ def short(text: Any, limit: int = 60) -> str:
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
+def unknown_keys(where: str, unknown, allowed) -> str:
+    """The one message for unknown keys in a user's file: at most 3 keys, each :func:`short`
+    (a key may be any YAML scalar, even a multi-line one: never the file's other lines)."""
+    keys = sorted(short(k, 40) for k in unknown)
+    more = f" (and {len(keys) - 3} more)" if len(keys) > 3 else ""
+    return (f"{where}: unknown key(s) {', '.join(keys[:3])}{more} "
+            f"(expected: {', '.join(sorted(map(str, allowed)))})")
+
+
 def term(text: Any) -> str:
     """Text safe to embed in a rich markup string: control characters replaced, ``[`` escaped."""
     from rich.markup import escape

@@ -724,3 +724,33 @@ def test_regular_file_check_names_mode(tmp_path):
     with pytest.raises(BenchError, match="larger than the limit"):
         check_input_file(big, what="model", max_bytes=10)
     assert stat.S_ISREG(os.stat(check_input_file(big, what="model")).st_mode)
+
+
+UNKNOWN_KEY_BODIES = [
+    "threshold: 5%\nbogus_key: 1\npassword: hunter2-secret\n",
+    "threshold: 5%\n1: integer key\nnote: the-other-line-here\n",
+    "threshold: 5%\n? |\n  a multi-line key that goes on and on and on\n  hunter2-secret\n: 1\n",
+    "threshold: 5%\n" + "".join(f"k{i}: {i}\n" for i in range(10)) + "x: hunter2-secret\n",
+]
+
+
+@pytest.mark.parametrize("body", UNKNOWN_KEY_BODIES, ids=["plain", "int-key", "multiline-key", "many"])
+def test_compare_config_unknown_key_is_short(tmp_path, capsys, body):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(body)
+    a = _record(tmp_path, "a.json", started=_day(0))
+    b = _record(tmp_path, "b.json", started=_day(1))
+    rc = main(["compare", str(a), str(b), "--config", str(cfg)])
+    assert rc == 2
+    line = _one_line(capsys.readouterr().err, "unknown key", "cfg.yaml")
+    assert "hunter2" not in line and "the-other-line" not in line and len(line) < 400
+
+
+@pytest.mark.parametrize("body", UNKNOWN_KEY_BODIES, ids=["plain", "int-key", "multiline-key", "many"])
+def test_prices_unknown_top_key_is_short(tmp_path, capsys, body):
+    p = tmp_path / "prices.yaml"
+    p.write_text(body.replace("threshold: 5%", "currency: EUR"))
+    rc = main(["report", str(_record(tmp_path)), "--prices", str(p), "--out", str(tmp_path / "r"), "--format", "md"])
+    assert rc == 2
+    line = _one_line(capsys.readouterr().err, "unknown key", "prices.yaml")
+    assert "hunter2" not in line and "the-other-line" not in line and len(line) < 400

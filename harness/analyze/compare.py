@@ -249,7 +249,9 @@ def _rule(obj: Any, where: str) -> dict[str, float]:
         raise BenchError(f"{where}: expected a threshold or a mapping")
     unknown = set(obj) - {"threshold", "metrics"}
     if unknown:
-        raise BenchError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (use threshold, metrics)")
+        from harness.safe import unknown_keys
+
+        raise BenchError(unknown_keys(where, unknown, ("threshold", "metrics")))
     rule = parse_threshold_spec(obj["threshold"]) if "threshold" in obj else {}
     metrics = obj.get("metrics") or {}
     if not isinstance(metrics, dict):
@@ -294,7 +296,9 @@ def load_config(path: str | Path) -> dict:
         data = data["compare"]  # a section of a larger file
     unknown = set(data) - _CONFIG_KEYS
     if unknown:
-        raise BenchError(f"{p}: unknown key(s) {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(_CONFIG_KEYS))})")
+        from harness.safe import unknown_keys
+
+        raise BenchError(unknown_keys(str(p), unknown, _CONFIG_KEYS))
     return data
 
 

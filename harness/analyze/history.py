@@ -147,7 +147,7 @@ def _read_python(paths: list[Path], with_cases: bool, machine: str | None, skipp
     rows: list[dict] = []
     for p in paths:
         try:
-            rec = read_record(p)
+            rec = read_record(p, check=False)  # as lenient as the DuckDB engine: wrong types become missing
         except BenchError as exc:
             skipped.append((str(p), str(exc)))
             continue

@@ -31,7 +31,7 @@ from typing import Any
 
 from harness.errors import BenchError
 from harness.report.model import Dataset, _num, usable
-from harness.safe import short
+from harness.safe import short, unknown_keys
 
 MATCH_KEYS = ("machine_id", "hostname", "cpu_model", "gpu_name", "device", "backend")
 ENTRY_KEYS = {"name", "match", "hourly", "purchase", "lifetime_years", "lifetime_hours", "utilization",
@@ -110,9 +110,7 @@ def _positive(value: Any, where: str, *, allow_zero: bool = False) -> float:
 def _check_keys(mapping: dict, allowed, where: str) -> None:
     unknown = set(mapping) - set(allowed)
     if unknown:
-        raise BenchError(f"{where}: unknown key(s) {', '.join(short(k, 40) for k in sorted(map(str, unknown))[:3])}"
-                         f"{' …' if len(unknown) > 3 else ''} "
-                         f"(expected: {', '.join(sorted(allowed))})")
+        raise BenchError(unknown_keys(where, unknown, allowed))
 
 
 def parse_prices(data: Any, source: str = "prices") -> Prices:
@@ -186,6 +184,8 @@ def load_prices(path: str | Path) -> Prices:
 
     from harness.safe import check_input_file
 
+    if not Path(path).exists() and not Path(path).is_symlink():
+        raise BenchError(f"prices file not found: {path}")
     p = check_input_file(path, what="prices file", max_bytes=16 * 1024 * 1024)
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
