@@ -159,12 +159,27 @@ class Journal:
         return cls(None, {}, path=Path(path))
 
     def append(self, case: dict) -> None:
-        from harness.safe import os_reason, encode_non_finite
+        from harness.safe import encode_non_finite
 
         case, where = encode_non_finite(case)
         if where:
             case["non_finite"] = list(case.get("non_finite") or []) + where
-        line = (json.dumps({"case": case}, default=_json_default, allow_nan=False) + "\n").encode("utf-8")
+        self._write_line({"case": case})
+
+    def append_repeat(self, index: int, repeat: int, result: dict) -> None:
+        """One finished repeat of case ``index`` (``--repeat K``), before the case is combined:
+        what a process measured is on disk as soon as it ends (``read_journal`` skips these lines)."""
+        from harness.safe import encode_non_finite
+
+        result, _ = encode_non_finite(result)
+        self._write_line({"repeat": {"case_index": index, "repeat": repeat, "result": result}})
+
+    def _write_line(self, obj: dict) -> None:
+        """One JSON line in one append, fsynced; on any OSError the file is cut back to its last
+        whole line and one BenchError names the journal."""
+        from harness.safe import os_reason
+
+        line = (json.dumps(obj, default=_json_default, allow_nan=False) + "\n").encode("utf-8")
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         try:
             size = os.fstat(fd).st_size
@@ -182,15 +197,6 @@ class Journal:
                                  "(the cases before this one are kept in it)") from None
         finally:
             os.close(fd)
-
-    def append_repeat(self, index: int, repeat: int, result: dict) -> None:
-        """One finished repeat of case ``index`` (``--repeat K``), before the case is combined:
-        what a process measured is on disk as soon as it ends (``read_journal`` skips these lines)."""
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"repeat": {"case_index": index, "repeat": repeat, "result": result}},
-                                default=_json_default) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
 
     def remove(self) -> None:
         try:
