@@ -489,6 +489,19 @@ def _hold_sigterm(restore=None):
         return None
 
 
+def _say_why_accuracy_failed(case: dict) -> None:
+    """When the accuracy record carries a reason (non-finite outputs), the verdict's generic
+    ``accuracy_gate_failed`` reason says it, and so does the case's reason."""
+    acc = case.get("accuracy")
+    v = case.get("validity")
+    if not (isinstance(acc, dict) and acc.get("reason") and isinstance(v, dict)):
+        return
+    why = f"accuracy_gate_failed: {acc['reason']}"
+    v["reasons"] = [why if str(r).startswith("accuracy_gate_failed") else r for r in v.get("reasons") or []]
+    if case.get("status") == "invalid" and v["reasons"]:
+        case["reason"] = "; ".join(v["reasons"])
+
+
 class _JournalFailed(Exception):
     """The journal could not take a finished case (full disk): the run stops, the record is written."""
 
@@ -549,6 +562,7 @@ def _finish(base: dict, art, result: dict) -> dict:
     case.setdefault("reason", None)
     if art is not None and "complexity" not in case:
         case["complexity"] = art.meta.get("complexity")
+    _say_why_accuracy_failed(case)
     from harness.safe import encode_non_finite
 
     case, where = encode_non_finite(case)  # NaN / Inf: null + where, so the record is always writable
