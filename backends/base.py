@@ -341,10 +341,6 @@ class Backend:
         simulator), one dict each with at least ``name``; ``bench list parts`` shows them."""
         return []
 
-    def check_options(self, options: Mapping[str, Any] | None) -> None:
-        """Check ``--option`` values in the parent before any case runs: raise
-        :class:`harness.errors.BenchError` (one line, exit 2) for a bad one. Default: accept all."""
-
     def prepare(self, artifact: "Any", *, precision: str, batch: int, threads: int,
                 runtime: str, options: Mapping[str, Any] | None = None) -> Session:
         raise NotImplementedError

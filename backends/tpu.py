@@ -194,6 +194,7 @@ OPTIONS = (
     Option("jit_compile", bool, help="XLA-compile the TF function (default 1)"),
     Option("steps_per_execution", int, minimum=1, maximum=100_000, help="queries per TF function call (default 1)"),
     Option("tf_model", str, help="path of a TF SavedModel to run instead of the converted one"),
+    Option("accelerator_type", str, help="TPU type (e.g. v5litepod-8) where nothing else names the generation"),
 )
 
 
@@ -221,11 +222,12 @@ class TPUBackend(Backend):
             p["accelerator_type"] = self.accelerator_type
         return p
 
-    def check_options(self, options: Mapping[str, Any] | None) -> None:
-        """In the parent, before any case: the TPU generation must be known (it is part of the
-        comparability key); ``--option accelerator_type=...`` names it where nothing else does."""
+    def check_options(self, options: Mapping[str, Any] | None, runtime: str | None = None) -> None:
+        """In the parent, before any case: the declared OPTIONS first, then the TPU generation must be
+        known (it is part of the comparability key); ``--option accelerator_type=...`` names it."""
         from harness.errors import BenchError
 
+        super().check_options(options, runtime)
         options = dict(options or {})
         if options.get("accelerator_type"):
             acc = str(options["accelerator_type"])
