@@ -35,7 +35,7 @@ ROOMS: dict[str, set[str]] = {
     "harness.cli": {"harness.plan", "harness.run", "harness.measure", "harness.store", "harness.analyze",
                     "harness.report"},
 }
-LOOSE = {"__init__", "__main__", "errors", "units"}
+LOOSE = {"__init__", "__main__", "errors", "units", "safe"}  # safe: the one escaper of outside text (issue 16)
 #: the one module of backends/ the core may import by name: the protocol (Session, SessionReport, ...)
 BACKEND_PROTOCOL = "backends.base"
 HEAVY = ("torch", "tensorflow", "onnxruntime", "transformers", "ray", "jax")

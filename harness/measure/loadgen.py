@@ -291,7 +291,9 @@ def run_closed_loop(sut, sample_of: Callable[[int], Sequence[int]], *, min_queri
             if rec.completed[i] >= 0 or not ev.wait(query_timeout_s):
                 break
         i += 1
-        el = rec.completed[i - 1] - t0
+        # elapsed as QueryLog.duration_ns() counts it (first issue to last completion), so a run that
+        # stops on min_duration_s is never judged too short by the same log
+        el = rec.completed[i - 1] - issued[0]
         if (i >= min_queries and el >= min_ns) or el >= max_ns:
             break
     return _log("closed", issued, issued, rec, samples, t0)
