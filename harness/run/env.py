@@ -448,8 +448,8 @@ def parse_nvidia_smi(text: str) -> list[dict]:
     return gpus
 
 
-def _gpu_info_pynvml() -> list[dict] | None:
-    """GPUs via pynvml, or None when pynvml is absent or NVML cannot start."""
+def load_pynvml():
+    """The ``pynvml`` module, imported lazily, or None when it is absent or does not import."""
     import importlib.util
 
     if importlib.util.find_spec("pynvml") is None:
@@ -457,6 +457,14 @@ def _gpu_info_pynvml() -> list[dict] | None:
     try:
         import pynvml  # noqa: PLC0415 - deliberately lazy
     except Exception:  # noqa: BLE001
+        return None
+    return pynvml
+
+
+def _gpu_info_pynvml() -> list[dict] | None:
+    """GPUs via pynvml, or None when pynvml is absent or NVML cannot start."""
+    pynvml = load_pynvml()
+    if pynvml is None:
         return None
     try:
         pynvml.nvmlInit()

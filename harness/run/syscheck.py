@@ -181,13 +181,10 @@ def gpu_state(nvml: Any = None) -> list[dict] | None:
     is guarded: an unsupported one gives None for its field.
     """
     if nvml is None:
-        import importlib.util
+        from harness.run.env import load_pynvml
 
-        if importlib.util.find_spec("pynvml") is None:
-            return None
-        try:
-            import pynvml as nvml  # noqa: PLC0415 - lazy
-        except Exception:  # noqa: BLE001
+        nvml = load_pynvml()
+        if nvml is None:
             return None
     try:
         nvml.nvmlInit()
