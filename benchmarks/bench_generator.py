@@ -51,7 +51,6 @@ def cpu_cost_per_query(n: int = 500_000) -> float:
 
 def loadgen_null_at(qps: float, seconds: float) -> dict:
     import re
-    import tempfile
 
     import mlperf_loadgen as lg
 
@@ -66,18 +65,9 @@ def loadgen_null_at(qps: float, seconds: float) -> dict:
     s.min_duration_ms = int(seconds * 1000)
     s.max_duration_ms = int(seconds * 4000)
     s.min_query_count = int(qps * seconds)
-    sut = lg.ConstructSUT(issue, lambda: None)
-    qsl = lg.ConstructQSL(1024, 1024, lambda x: None, lambda x: None)
-    with tempfile.TemporaryDirectory() as out:
-        lo = lg.LogOutputSettings()
-        lo.outdir = out
-        lo.copy_summary_to_stdout = False
-        ls = lg.LogSettings()
-        ls.log_output = lo
-        lg.StartTestWithLogSettings(sut, qsl, s, ls)
-        text = (Path(out) / "mlperf_log_summary.txt").read_text()
-    lg.DestroyQSL(qsl)
-    lg.DestroySUT(sut)
+    from harness.run.lg_driver import start_test
+
+    text = start_test(lg, issue, lambda: None, 1024, s)
 
     def grab(label):
         m = re.search(rf"{label}\s*:\s*([0-9.]+)", text)

@@ -25,7 +25,6 @@ import array
 import itertools
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,18 +57,9 @@ def loadgen_single_stream(run, pool, seconds: float, expected_ns: int) -> dict:
     settings.single_stream_expected_latency_ns = int(expected_ns)
     settings.min_duration_ms = int(seconds * 1000)
     settings.min_query_count = 100
-    sut = lg.ConstructSUT(issue, flush)
-    qsl = lg.ConstructQSL(len(pool), len(pool), lambda s: None, lambda s: None)
-    with tempfile.TemporaryDirectory() as out:
-        log = lg.LogOutputSettings()
-        log.outdir = out
-        log.copy_summary_to_stdout = False
-        ls = lg.LogSettings()
-        ls.log_output = log
-        lg.StartTestWithLogSettings(sut, qsl, settings, ls)
-        summary = (Path(out) / "mlperf_log_summary.txt").read_text()
-    lg.DestroyQSL(qsl)
-    lg.DestroySUT(sut)
+    from harness.run.lg_driver import start_test
+
+    summary = start_test(lg, issue, flush, len(pool), settings)
 
     def grab(label):
         m = re.search(rf"{label}\s*:\s*([0-9.]+)", summary)

@@ -66,6 +66,26 @@ def _headline(fields: dict, scenario: str) -> dict:
     return {"metric": "p90_latency", "value": v, "unit": "ns"}
 
 
+def start_test(lg, issue, flush, n_samples: int, settings) -> str:
+    """Run one LoadGen test (SUT from ``issue``/``flush``, a QSL of ``n_samples`` already in memory) with
+    its logs in a temporary folder; returns the text of ``mlperf_log_summary.txt``."""
+    lsut = lg.ConstructSUT(issue, flush)
+    qsl = lg.ConstructQSL(n_samples, n_samples, lambda s: None, lambda s: None)
+    try:
+        with tempfile.TemporaryDirectory() as out:
+            log = lg.LogOutputSettings()
+            log.outdir = out
+            log.copy_summary_to_stdout = False
+            ls = lg.LogSettings()
+            ls.log_output = log
+            ls.enable_trace = False
+            lg.StartTestWithLogSettings(lsut, qsl, settings, ls)
+            return (Path(out) / "mlperf_log_summary.txt").read_text()
+    finally:
+        lg.DestroyQSL(qsl)
+        lg.DestroySUT(lsut)
+
+
 def run_loadgen(sut: SessionSUT, *, scenario: str, n_samples: int, min_duration_s: float, max_duration_s: float,
                 min_queries: int, target_qps: float | None = None, bound_ns: int | None = None,
                 expected_latency_ns: float | None = None, expected_sps: float | None = None,
@@ -124,21 +144,7 @@ def run_loadgen(sut: SessionSUT, *, scenario: str, n_samples: int, min_duration_
     def flush():
         pass
 
-    lsut = lg.ConstructSUT(issue, flush)
-    qsl = lg.ConstructQSL(n_samples, n_samples, lambda s: None, lambda s: None)
-    try:
-        with tempfile.TemporaryDirectory() as out:
-            log = lg.LogOutputSettings()
-            log.outdir = out
-            log.copy_summary_to_stdout = False
-            ls = lg.LogSettings()
-            ls.log_output = log
-            ls.enable_trace = False
-            lg.StartTestWithLogSettings(lsut, qsl, s, ls)
-            text = (Path(out) / "mlperf_log_summary.txt").read_text()
-    finally:
-        lg.DestroyQSL(qsl)
-        lg.DestroySUT(lsut)
+    text = start_test(lg, issue, flush, n_samples, s)
     fields = parse_summary(text)
     result = fields.get("Result is")
     return {"scenario": fields.get("Scenario"), "result": result, "valid": result == "VALID",
