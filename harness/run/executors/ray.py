@@ -249,12 +249,16 @@ class RayExecutor:
                 raise BenchError(f"cannot join the Ray cluster at {self.address}: "
                                  f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
         self._blobs: dict = {}
+        # nodes this executor saw die (from a task's NodeDiedError): ray.nodes() can go on calling them
+        # Alive for tens of seconds, and a retry placed by that stale view would wait forever
+        self._dead: set[str] = set()
         self._remote = ray.remote(node_job)
         self._remote_replica = ray.remote(node_replica)
 
     # -- what the cluster has ---------------------------------------------------------------
     def nodes(self) -> list[dict]:
-        return [n for n in self.ray.nodes() if n.get("Alive")]
+        """Live nodes: Alive in the GCS view and not seen dead by this executor."""
+        return [n for n in self.ray.nodes() if n.get("Alive") and n.get("NodeID") not in self._dead]
 
     def describe(self) -> dict:
         nodes = self.nodes()
@@ -339,6 +343,8 @@ class RayExecutor:
                                             f"{' '.join(str(exc).split())[:300]}", retries=retries)
                             continue
                         lost = _lost_node_id(exc)
+                        if lost:
+                            self._dead.add(lost)
                         retries = retries + [{"node_id": lost, "reason": reason}]
                         exclude = exclude | ({lost} if lost else set())
                         if not retries[1:] and any(node_matches(n, job.needs, exclude) for n in self.nodes()):
