@@ -10,6 +10,9 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
+#: accuracy metrics that are fractions shown as percentages (top-1 and the agreement family)
+PERCENT_METRICS = ("top1", "top1_agreement", "top1_agreement_decisive", "top5_agreement")
+
 #: (unit, nanoseconds per unit), largest first
 TIME_UNITS = (("s", 1e9), ("ms", 1e6), ("µs", 1e3))
 

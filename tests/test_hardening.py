@@ -50,7 +50,7 @@ def _record(tmp_path: Path, name: str = "run.json", cases=None, **kw) -> Path:
 # ============================================================== 1. non-finite numbers
 
 NONFINITE = [float("nan"), float("inf"), float("-inf")]
-METRICS = ["top1", "top1_agreement", "cosine", "max_abs_diff", "mean_abs_diff"]
+METRICS = ["top1", "top1_agreement", "top1_agreement_decisive", "cosine", "max_abs_diff", "mean_abs_diff"]
 
 
 @pytest.mark.parametrize("bad", NONFINITE, ids=["nan", "inf", "-inf"])

@@ -382,9 +382,8 @@ def test_bench_run_not_a_causal_lm_exit_2(tmp_path):
     assert "not a causal LM" in p.stderr and len(p.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.slow
-def test_bench_run_own_checkpoint_directory(tmp_path):
-    """A user's causal-LM folder (a small random llama with SmolLM2's tokenizer) runs through the same path."""
+def _tiny_checkpoint(tmp_path):
+    """A user's causal-LM folder: a small random llama with SmolLM2's tokenizer."""
     import shutil
 
     from backends.llm_torch import checkpoint_dir
@@ -399,6 +398,13 @@ def test_bench_run_own_checkpoint_directory(tmp_path):
     for f in checkpoint_dir(art).iterdir():
         if f.name.startswith(("tokenizer", "special_tokens")):
             shutil.copy(f, ckpt / f.name)
+    return ckpt
+
+
+@pytest.mark.slow
+def test_bench_run_own_checkpoint_directory(tmp_path):
+    """A user's causal-LM folder runs through the same path."""
+    ckpt = _tiny_checkpoint(tmp_path)
     suite = tmp_path / "s.yaml"
     suite.write_text(TINY_SUITE.replace("variants: [fp32, int8-weight-only], batch_sizes: [2]",
                                         "variants: [fp32]"))
@@ -411,6 +417,36 @@ def test_bench_run_own_checkpoint_directory(tmp_path):
     facts = {"layers": 2, "kv_heads": 2, "head_dim": 16}
     assert c["memory"]["kv_cache_bytes"] == kv_cache_bytes(facts, 19, precision="fp32")
     assert c["accuracy"]["perplexity"] > 1000  # random weights: near-uniform over 49,152 tokens
+
+
+@pytest.mark.slow
+def test_bench_run_llm_server_end_to_end(tmp_path):
+    """`--scenario server` through `bench run`: Poisson requests at the suite's QPS, p99 TTFT / TPOT by
+    early stopping against the bounds; enough requests -> valid; a bound no request can meet -> invalid
+    with the reason (the run goes on and keeps the figures)."""
+    ckpt = _tiny_checkpoint(tmp_path)
+    server = "  server: {qps: 30, requests: 480, ttft_p99_ms: 5000, tpot_p99_ms: 2000}\n"
+    suite = tmp_path / "s.yaml"
+    suite.write_text(TINY_SUITE.replace("variants: [fp32, int8-weight-only], batch_sizes: [2]", "variants: [fp32]")
+                     .replace("  requests: 1\n", "  requests: 1\n" + server))
+    p = _bench("run", "--suite", str(suite), "--model", str(ckpt), "--backend", "cpu", "--threads", "1",
+               "--scenario", "server", "--out", str(tmp_path / "r"), "-q", cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    rec = json.loads(next((tmp_path / "r").glob("*.json")).read_text())
+    (c,) = rec["cases"]
+    assert c["scenario"] == "server" and c["status"] == "ok", c.get("reason")
+    sv = c["generation"]["server"]
+    assert sv["requests"] == 480 and sv["meets_bounds"] and sv["p99_ttft_early_stopping"]["estimate"] is not None
+    assert c["headline"]["metric"] == "p99_ttft_ns" and c["headline"]["value"] == c["ttft_ns"]["p99"]
+    assert 0 < c["tokens_per_s"]["aggregate"]
+    # the same run with a bound nothing meets: invalid, reason named, figures kept
+    suite.write_text(suite.read_text().replace("ttft_p99_ms: 5000", "ttft_p99_ms: 0.001"))
+    p = _bench("run", "--suite", str(suite), "--model", str(ckpt), "--backend", "cpu", "--threads", "1",
+               "--scenario", "server", "--out", str(tmp_path / "r2"), "-q", cwd=tmp_path)
+    rec = json.loads(next((tmp_path / "r2").glob("*.json")).read_text())
+    (c,) = rec["cases"]
+    assert c["status"] == "invalid" and "p99 ttft" in c["reason"] and c["ttft_ns"]["n"] == 480, c.get("reason")
+    assert p.returncode == 1
 
 
 def test_server_scenario_poisson_with_fake_session():

@@ -453,3 +453,15 @@ def test_verdict_end_to_end_on_measured_step_change():
     assert not v["valid"]
     assert any(x.startswith("unstable: drift +") for x in v["reasons"])
     assert math.isclose(st["drift"], 0.2, abs_tol=0.01)
+
+
+def test_max_time_stretches_for_the_headline_count_within_a_cap():
+    """A 60 ms model with max_time 2 s would stop at 33 samples, short of the 44 a p90 needs:
+    the window grows to 1.25 x 44 x 60 ms = 3.3 s, never beyond the cap; fast models keep theirs."""
+    from harness.measure.timing import MeasureSettings, stretch_for_count
+
+    s = MeasureSettings(min_time_s=0.3, max_time_s=2.0, min_iterations=44)
+    assert stretch_for_count(s, 60e6, cap_s=120.0) == pytest.approx(3.3)
+    assert stretch_for_count(s, 1e6, cap_s=120.0) is None  # 44 ms of work fits in 2 s
+    assert stretch_for_count(s, 10e9, cap_s=120.0) == 120.0  # a 10 s model: the cap
+    assert stretch_for_count(s, 0.0, cap_s=120.0) is None

@@ -225,3 +225,23 @@ def test_table_headline_cell_per_scenario():
     assert fmt_headline({"metric": "p99_latency", "value": 7_200_000}).startswith("p99 7.2")
     assert fmt_headline({"metric": "p90_latency", "value": 36_000}).startswith("p90 36")
     assert fmt_headline(None) == "-"
+
+
+def test_offline_window_is_sized_by_its_time_budget():
+    """A slow system is not held to 1,024 samples (minutes of work): its need is what max time allows;
+    a fast one keeps the floor, and judge() holds each window to its own need."""
+    s = sc.ScenarioSettings(scenario="offline", min_duration_s=0.05, max_duration_s=0.2)
+    assert sc.offline_need(s, 20.0) == 16  # 20 samples/s x 0.2 s = 4 -> the floor of 16
+    assert sc.offline_need(s, 1000.0) == 200
+    assert sc.offline_need(s, 1e6) == sc.DEFAULT_OFFLINE_MIN_SAMPLES
+    assert sc.offline_need(s, None) == sc.DEFAULT_OFFLINE_MIN_SAMPLES
+
+    def slow(x):
+        time.sleep(0.005)  # 200 samples/s
+        return [x["x"]]
+
+    sut = SessionSUT(slow, {"x": np.zeros((4, 1), np.float32)}, batch=1, inline=True)
+    r = sc.run_offline(sut, s, 4, expected_sps=200.0)
+    assert r["summary"]["need_samples"] == 40 and r["summary"]["samples"] >= 40
+    short = dict(r["summary"], samples=39)
+    assert any(x.startswith("too_few_queries: 39 samples < 40") for x in sc.judge(short, s)["reasons"])

@@ -82,3 +82,26 @@ def test_run_eval_copies_reused_output_buffers():
 
     x = np.arange(6, dtype=np.float32).reshape(6, 1)
     np.testing.assert_array_equal(acc.run_eval(run, {"x": x}, batch=2), x)
+
+
+def test_decisive_agreement_ignores_near_ties_by_hand():
+    # reference logits: rows 0-1 decisive (lead 2.0 and 1.0), rows 2-3 near-ties (lead 0.1, 0.0)
+    r = np.array([[3.0, 1.0, 0.0, 0.0, 0.0, 0.0], [2.0, 1.0, 0.0, 0.0, 0.0, 0.0],
+                  [1.0, 0.9, 0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0, 0.0, 0.0]])
+    assert acc.decisive_mask(r).tolist() == [True, True, False, False]
+    y = r.copy()
+    y[2, 1] = 2.0  # a near-tie flips: plain agreement drops, decisive agreement does not
+    y[3, 1] = 2.0
+    f = acc.fidelity(y, r)
+    assert f["top1_agreement"] == 0.5 and f["top1_agreement_decisive"] == 1.0 and f["decisive_n"] == 2
+    y[1] = [-1.0, 0.0, 0.0, 0.0, 0.0, 5.0]  # a decisive sample flips, and its class leaves the top 5
+    f = acc.fidelity(y, r)
+    assert f["top1_agreement_decisive"] == 0.5 and f["top5_agreement"] == 0.75
+    # probability rows are compared through their logs (ln 0.6 - ln 0.2 = 1.10 >= 1; ln 0.45 - ln 0.4 < 1)
+    p = np.array([[0.6, 0.2, 0.2], [0.45, 0.4, 0.15]])
+    assert acc.decisive_mask(p).tolist() == [True, False]
+    ev = acc.evaluate(y, labels=None, reference=r, baseline_value=None, gate=0.99, metric="top1_agreement_decisive")
+    assert ev["baseline_value"] == 1.0 and ev["passed"] is False
+    with pytest.raises(ValueError, match="undefined on this eval set"):
+        acc.evaluate(r[2:], labels=None, reference=r[2:], baseline_value=None, gate=0.99,
+                     metric="top1_agreement_decisive")

@@ -310,7 +310,7 @@ def test_efficientnet_fp32_in_range(cached):
     m = art.meta["reference"]["metrics"]
     assert m["top5_photos"] == 1.0 and m["top1_photos"] >= 5 / 7, m
     assert art.eval_data()["reference"].shape == (90, 1000)
-    assert art.meta["checks"] == ["top5_photos"] and art.meta["metric"] == "top1_agreement"
+    assert art.meta["checks"] == ["top5_photos"] and art.meta["metric"] == "top1_agreement_decisive"
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ tables are plain aligned columns, one line per row, never wrapped or folded: an 
 from __future__ import annotations
 
 
-from harness.units import fmt_rate, fmt_time_ns  # noqa: F401  (fmt_rate, fmt_time_ns: used below and by cli.run)
+from harness.units import PERCENT_METRICS, fmt_rate, fmt_time_ns  # noqa: F401  (fmt_rate, fmt_time_ns: used below and by cli.run)
 
 _SHORT = {"single-stream": "SS", "offline": "off", "multi-stream": "MS", "server": "srv"}
 
@@ -17,8 +17,9 @@ def fmt_accuracy(acc, delta: bool = True) -> str:
     if not acc or acc.get("value") is None:
         return "-"
     v = acc["value"]
-    s = f"{v * 100:.2f}%" if acc.get("metric") in ("top1", "top1_agreement") else f"{v:.4g}"
-    if delta and acc.get("delta") is not None and acc.get("metric") in ("top1", "top1_agreement"):
+    pct = acc.get("metric") in PERCENT_METRICS
+    s = f"{v * 100:.2f}%" if pct else f"{v:.4g}"
+    if delta and acc.get("delta") is not None and pct:
         s += f" ({acc['delta'] * 100:+.2f})"
     if acc.get("passed") is False:
         s += " FAIL"

@@ -4,7 +4,14 @@ Metrics (pure functions over numpy arrays):
 - ``top1``: fraction of eval samples whose arg-max class equals the label.
 - fidelity against the fp32 reference outputs ``r`` of the same inputs:
   ``max_abs_diff = max |y - r|``; ``top1_agreement`` = fraction with argmax y = argmax r;
-  ``cosine`` = mean over samples of <y, r> / (|y| |r|).
+  ``cosine`` = mean over samples of <y, r> / (|y| |r|);
+  ``top5_agreement`` = fraction with argmax r among the 5 largest of y (more than 5 classes);
+  ``top1_agreement_decisive`` = top-1 agreement over the *decisive* samples only, those whose
+  reference leads its runner-up by at least ``DECISIVE_MARGIN`` = 1 in log-probability
+  (l1 - l2 >= 1 for logits: the top class at least e = 2.7 times as likely as the next; rows
+  that are probabilities are compared through their logs), ``decisive_n`` = their count.
+  On near-tied samples the fp32 choice itself is arbitrary, and any rounding flips it: plain
+  agreement there measures the eval set's ambiguity, not the variant (docs/zoo.md).
 Gate (as MLPerf's accuracy tiers): passed when ``value >= gate * baseline_value``
 (gate 0.99 = "99 % of fp32"). For models without labels the gated metric is top-1
 agreement with fp32 and the baseline is 1.0. A model may name its own labelled task's
@@ -21,9 +28,37 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from harness.units import PERCENT_METRICS  # noqa: F401  (re-exported: the metrics shown as percentages)
+
+
+#: fidelity metrics whose fp32 value is 1 by definition (the reference agrees with itself)
+AGREEMENT_METRICS = ("top1_agreement", "top1_agreement_decisive", "top5_agreement", "cosine")
+
 
 def top1(outputs: np.ndarray, labels: np.ndarray) -> float:
     return float((outputs.argmax(axis=1) == labels).mean())
+
+
+#: log-probability lead of the reference's top class over its runner-up that makes a sample decisive
+DECISIVE_MARGIN = 1.0
+
+
+def decisive_mask(reference: np.ndarray, margin: float = DECISIVE_MARGIN) -> np.ndarray:
+    """Rows whose top value leads the runner-up by >= ``margin`` in log-probability.
+
+    Rows that are probability vectors (non-negative, summing to 1 within 1e-3) are compared
+    as ln p1 - ln p2; anything else is taken as logits (l1 - l2, softmax-invariant).
+    """
+    r = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)
+    if r.shape[1] < 2:
+        return np.zeros(len(r), dtype=bool)
+    two = -np.sort(-r, axis=1)[:, :2]
+    probs = bool((r >= 0).all() and np.allclose(r.sum(axis=1), 1.0, atol=1e-3))
+    if probs:
+        with np.errstate(divide="ignore"):
+            two = np.log(two)
+    with np.errstate(invalid="ignore"):
+        return (two[:, 0] - two[:, 1]) >= margin
 
 
 def fidelity(outputs: np.ndarray, reference: np.ndarray) -> dict:
@@ -35,7 +70,14 @@ def fidelity(outputs: np.ndarray, reference: np.ndarray) -> dict:
     out = {"max_abs_diff": float(np.abs(y - r).max()), "mean_abs_diff": float(np.abs(y - r).mean()),
            "cosine": float(cos.mean())}
     if y.shape[1] > 1:
-        out["top1_agreement"] = float((y.argmax(1) == r.argmax(1)).mean())
+        same = y.argmax(1) == r.argmax(1)
+        out["top1_agreement"] = float(same.mean())
+        dec = decisive_mask(r)
+        out["decisive_n"] = int(dec.sum())
+        out["top1_agreement_decisive"] = float(same[dec].mean()) if dec.any() else None
+    if y.shape[1] > 5:
+        top5 = np.argpartition(-y, 4, axis=1)[:, :5]
+        out["top5_agreement"] = float((top5 == r.argmax(1)[:, None]).any(axis=1).mean())
     return out
 
 
@@ -82,6 +124,9 @@ def evaluate(outputs: np.ndarray, *, labels: np.ndarray | None, reference: np.nd
         if name in task:
             return task[name]
         if fid is not None and name in fid:
+            if fid[name] is None:
+                raise ValueError(f"accuracy metric {name!r} is undefined on this eval set "
+                                 f"(no sample where the reference leads by {DECISIVE_MARGIN:g} in log-probability)")
             return fid[name]
         raise ValueError(f"unknown accuracy metric {name!r}")
 
@@ -90,7 +135,7 @@ def evaluate(outputs: np.ndarray, *, labels: np.ndarray | None, reference: np.nd
             return given
         if name in baselines:
             return baselines[name]
-        return 1.0 if name in ("top1_agreement", "cosine") else None
+        return 1.0 if name in AGREEMENT_METRICS else None
 
     def verdict(name: str, value: float, base: float | None):
         if gate is None:

@@ -35,7 +35,7 @@ from harness.measure import loadgen as lg
 from harness.measure.stats import early_stopping_min_queries, early_stopping_percentile, summarize
 
 __all__ = ["SCENARIOS", "HEADLINE_Q", "ScenarioSettings", "summarize_log", "judge", "run_single_stream",
-           "run_multi_stream", "run_server", "run_offline", "search_peak", "caching_check",
+           "run_multi_stream", "run_server", "run_offline", "offline_need", "search_peak", "caching_check",
            "DEFAULT_LATENCY_BOUND_MS"]
 
 SCENARIOS = ("single-stream", "multi-stream", "server", "offline")
@@ -131,8 +131,9 @@ def judge(summary: dict, settings: ScenarioSettings) -> dict:
         reasons.append(f"incomplete: {summary['queries'] - summary['completed']} of {summary['queries']} "
                        "queries never completed")
     if sc == "offline":
-        if summary["samples"] < settings.offline_min_samples:
-            reasons.append(f"too_few_queries: {summary['samples']} samples < {settings.offline_min_samples}")
+        need_samples = summary.get("need_samples", settings.offline_min_samples)
+        if summary["samples"] < need_samples:
+            reasons.append(f"too_few_queries: {summary['samples']} samples < {need_samples}")
     elif summary["queries"] < need:
         reasons.append(f"too_few_queries: {summary['queries']} < {need}")
     if summary["duration_s"] < settings.min_duration_s:
@@ -197,15 +198,31 @@ def run_server(sut, qps: float, settings: ScenarioSettings, n_samples: int, *, s
     return {"log": log, "summary": summary, "validity": judge(summary, settings)}
 
 
+def offline_need(settings: ScenarioSettings, expected_sps: float | None) -> int:
+    """Samples an offline window must complete to be valid.
+
+    ``offline_min_samples`` (default 1,024: enough queued work for a backend to batch and
+    overlap), but never more than the window's time allows at the expected throughput:
+    need = min(offline_min_samples, max(16, ceil(expected_sps x max_duration_s))). A 50 ms
+    model on a small CPU then gets a window of about ``max_duration_s`` instead of 50 s.
+    """
+    need = int(settings.offline_min_samples)
+    if expected_sps and math.isfinite(expected_sps) and expected_sps > 0:
+        need = min(need, max(16, math.ceil(expected_sps * settings.max_duration_s)))
+    return need
+
+
 def run_offline(sut, settings: ScenarioSettings, n_samples: int, *, expected_sps: float | None = None,
                 clock=time.perf_counter_ns) -> dict:
-    """One query of max(offline_min_samples, expected samples/s x min duration) samples, issued at once."""
-    total = settings.offline_min_samples
+    """One query of max(:func:`offline_need`, expected samples/s x min duration x 1.1) samples, issued at once."""
+    need = offline_need(settings, expected_sps)
+    total = need
     if expected_sps:
         total = max(total, math.ceil(expected_sps * settings.min_duration_s * 1.1))
     log = lg.run_burst(sut, _cycle(n_samples, total)(0) if total <= n_samples
                        else [j % n_samples for j in range(total)], clock=clock)
     summary = summarize_log(log, settings)
+    summary["need_samples"] = need
     return {"log": log, "summary": summary, "validity": judge(summary, settings)}
 
 

@@ -282,6 +282,7 @@ def _run(opts, suite, backends, needs_of, settings, timeout, k, executor, emit, 
         pc = cases[i]
         b = by_name[pc.backend][0]
         payload, env = _payload(pc, arts[i], b, settings, threads, suite, opts, accuracy=r == 0)
+        payload["timeout_s"] = float(timeout)  # the worker sizes slow models' windows within it
         needs = _with_cpus(needs_of[b.name], threads)
         if r > 0 and first_run[i].node:  # a case's repeats stay on the machine of its first run
             needs = replace(needs, labels={**needs.labels, "ray.io/node-id": first_run[i].node["node_id"]})

@@ -9,6 +9,11 @@ embedding Gathers stay fp32). Dynamic quantization of convolutions is rarely fas
 activation is quantized per call and ConvInteger has no fused kernel -- which is what this
 variant shows next to int8-static on CNNs.
 
+Weights are quantized per output channel (``per_channel``): one scale per column of a
+MatMul's weight. Measured on MiniLM-L6 (AVX2): per-tensor weights give the embeddings a cosine
+of 0.956 to fp32 and WordSim-353 Spearman 0.701 (fp32 0.729); per channel 0.990 and 0.725.
+(Dynamic ConvInteger gets per-tensor weights either way: EfficientNet-Lite0 measured the same.)
+
 No torch form: int8 runs through onnxruntime (the torch runtime refuses int8).
 """
 from __future__ import annotations
@@ -19,7 +24,7 @@ from pathlib import Path
 from suites.recipes import _common as C
 
 
-def apply(base, out_dir: Path, *, per_channel: bool = False, reduce_range: bool = False,
+def apply(base, out_dir: Path, *, per_channel: bool = True, reduce_range: bool = False,
           op_types: tuple = ("MatMul", "Conv")) -> dict:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
