@@ -130,3 +130,36 @@ def test_nan_model_beside_healthy_ones(setup):
     assert sick["status"] == "invalid" and "non-finite" in sick["reason"]
     assert sick["accuracy"]["passed"] is False and sick["accuracy"]["non_finite"]["count"] > 0
     assert any(w["path"].startswith("accuracy/") for w in sick.get("non_finite", []))
+
+
+def test_sigkill_mid_repeats_then_resume_keeps_the_measured_repeats(setup):
+    """--repeat 3: repeats that finished before a hard kill are on disk (journal) and --resume
+    runs only the missing ones; the combined case holds the kept repeat as it was measured."""
+    suite, out, tmp, env = setup
+    cmd = [sys.executable, "-m", "harness", "run", "--suite", str(suite), "--backend", "faulty", "--out", str(out),
+           "--option", "fault_min_batch=16", "--timeout", "300", "--repeat", "3", *FAST]
+    proc = subprocess.Popen(cmd, env={**env, "BENCH_TEST_FAULT": "hang"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    journal = None
+    while time.time() < deadline:  # round 0: cases 1 and 2 finish their first repeat, case 3 hangs
+        js = list(out.glob(".*.partial.jsonl")) if out.exists() else []
+        if js and sum(ln.startswith('{"repeat"') for ln in js[0].read_text().splitlines()) >= 2:
+            journal = js[0]
+            break
+        time.sleep(0.2)
+    assert journal is not None, "no repeat reached the journal"
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    kept = [json.loads(ln)["repeat"] for ln in journal.read_text().splitlines() if ln.startswith('{"repeat"')]
+    assert {r["repeat"] for r in kept} == {0} and all(r["case_id"] for r in kept)
+    res = subprocess.run([sys.executable, "-m", "harness", "run", "--resume", "latest", "--out", str(out), "-q"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode in (0, 1), res.stderr
+    (rec,) = _records(out)
+    by_id = {c["case_id"]: c for c in rec["cases"]}
+    assert all(len(c["repeats"]) == 3 for c in rec["cases"]), [c.get("repeats") for c in rec["cases"]]
+    for r in kept:  # the repeat measured before the kill is repeat 0 of its case, unchanged
+        first = by_id[r["case_id"]]["repeats"][0]
+        assert first["n"] == r["result"]["latency_ns"]["n"] and first["p50"] == r["result"]["latency_ns"]["p50"]

@@ -197,12 +197,14 @@ def _run(opts, suite, backends, needs_of, settings, timeout, k, executor, emit, 
 
     started = records.utcnow()
     prior: dict[str, dict] = {}  # --resume: case_id -> the case the journal already holds
+    prior_repeats: dict[str, dict[int, dict]] = {}  # --resume: repeats of unfinished cases, kept
     previous = None
     if opts.resume_journal:
         if opts.executor != "local":
             raise BenchError("--resume finishes local runs (the journal of a Ray run lives on its nodes)")
         previous = records.read_journal(opts.resume_journal)
         prior = {c["case_id"]: c for c in previous["cases"]}
+        prior_repeats = records.journal_repeats(opts.resume_journal)
         unknown = sorted(set(prior) - {pc.case_id for pc in cases})
         if unknown:
             raise BenchError(f"cannot resume from {opts.resume_journal}: its case {unknown[0]} is not in the "
@@ -284,7 +286,7 @@ def _run(opts, suite, backends, needs_of, settings, timeout, k, executor, emit, 
         payload, env = _payload(pc, arts[i], b, settings, threads, suite, opts, accuracy=r == 0)
         payload["timeout_s"] = float(timeout)  # the worker sizes slow models' windows within it
         needs = _with_cpus(needs_of[b.name], threads)
-        if r > 0 and first_run[i].node:  # a case's repeats stay on the machine of its first run
+        if r > 0 and first_run.get(i) and first_run[i].node:  # a case's repeats stay on the machine of its first run
             needs = replace(needs, labels={**needs.labels, "ray.io/node-id": first_run[i].node["node_id"]})
         return Job(index=n_jobs, case_id=pc.case_id if k == 1 else f"{pc.case_id} [{r + 1}/{k}]",
                    target="harness.run.case:run_case", payload=payload, env=env, timeout_s=timeout, needs=needs,
@@ -307,7 +309,15 @@ def _run(opts, suite, backends, needs_of, settings, timeout, k, executor, emit, 
         # the planned worker runs, one round per repeat: round-robin over the cases
         plan = repeatsmod.schedule(len(cases), k)
         for r in range(k):
-            todo = [i for i, rr in plan if rr == r and i not in finished]
+            kept = [i for i, rr in plan if rr == r and i not in finished and r in prior_repeats.get(cases[i].case_id, {})]
+            for i in kept:  # --resume: this repeat was measured before the kill
+                result = prior_repeats[cases[i].case_id][r]
+                partial.setdefault(i, []).append(result)
+                measured = result.get("status") in ("ok", "invalid") and result.get("samples_ns")
+                if r == k - 1 or (r == 0 and not measured):
+                    finish(i, _combine(_placed(identity(cases[i]), first_run.get(i)), arts[i], partial.pop(i),
+                                       cases[i], settings), first_run.get(i))
+            todo = [i for i, rr in plan if rr == r and i not in finished and i not in kept]
             jobs = [job(i, r, n) for n, i in enumerate(todo)]
             for jr in executor.run(jobs, on_start=lambda j: emit("case_start", {"index": todo[j.index],
                                                                                "case_id": j.case_id, "repeat": r})):
@@ -322,12 +332,12 @@ def _run(opts, suite, backends, needs_of, settings, timeout, k, executor, emit, 
                         _carry_estimates(result)
                     finish(i, _finish(base, arts[i], result), jr)
                     continue
-                out.append_repeat(i, r, result, jr)  # measured data is on disk at once
+                out.append_repeat(i, r, result, jr, pc.case_id)  # measured data is on disk at once
                 partial.setdefault(i, []).append(result)
                 measured = result.get("status") in ("ok", "invalid") and result.get("samples_ns")
                 if r == k - 1 or (r == 0 and not measured):  # done, or nothing to repeat (failed, unsupported)
-                    finish(i, _combine(_placed(identity(pc), first_run[i]), arts[i], partial.pop(i), pc, settings),
-                           first_run[i])
+                    finish(i, _combine(_placed(identity(pc), first_run.get(i)), arts[i], partial.pop(i), pc, settings),
+                           first_run.get(i))
         for i in list(scale_later):
             emit("scaling", {"case_id": finished[i]["case_id"], "replicas": opts.replicas})
             j = job(i, 0, 0)
@@ -427,9 +437,9 @@ class _Outputs:
         except self.records.BenchError as exc:  # full disk: the case is in the record, the run stops
             raise _JournalFailed(exc) from None
 
-    def append_repeat(self, index: int, repeat: int, result: dict, jr) -> None:
+    def append_repeat(self, index: int, repeat: int, result: dict, jr, case_id: str | None = None) -> None:
         try:
-            self._of(jr)["journal"].append_repeat(index, repeat, result)
+            self._of(jr)["journal"].append_repeat(index, repeat, result, case_id)
         except self.records.BenchError as exc:
             raise _JournalFailed(exc) from None
 

@@ -166,13 +166,14 @@ class Journal:
             case["non_finite"] = list(case.get("non_finite") or []) + where
         self._write_line({"case": case})
 
-    def append_repeat(self, index: int, repeat: int, result: dict) -> None:
+    def append_repeat(self, index: int, repeat: int, result: dict, case_id: str | None = None) -> None:
         """One finished repeat of case ``index`` (``--repeat K``), before the case is combined:
         what a process measured is on disk as soon as it ends (``read_journal`` skips these lines)."""
         from harness.safe import encode_non_finite
 
         result, _ = encode_non_finite(result)
-        self._write_line({"repeat": {"case_index": index, "repeat": repeat, "result": result}})
+        self._write_line({"repeat": {"case_index": index, "repeat": repeat, "result": result,
+                                     **({"case_id": case_id} if case_id else {})}})
 
     def _write_line(self, obj: dict) -> None:
         """One JSON line in one append, fsynced; on any OSError the file is cut back to its last
@@ -241,6 +242,32 @@ def read_journal(path: Path | str, *, check: bool = True) -> dict:
     if check:
         _check(record, p)
     return record
+
+
+def journal_repeats(path: Path | str) -> dict[str, dict[int, dict]]:
+    """The finished repeats of cases that a journal holds no combined case for (``--repeat K``
+    killed mid-case): ``{case_id: {repeat index: worker result}}``. ``--resume`` runs only the
+    repeats that are missing and combines them with these. A torn last line is ignored; lines
+    written before repeats carried their case id are left out (their case is re-measured)."""
+    from harness.safe import check_input_file
+
+    p = check_input_file(path, what="journal", max_bytes=MAX_RECORD_BYTES)
+    out: dict[str, dict[int, dict]] = {}
+    done: set[str] = set()
+    with open(p, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            if not isinstance(item, dict):
+                break
+            rep = item.get("repeat")
+            if isinstance(rep, dict) and rep.get("case_id") and isinstance(rep.get("result"), dict):
+                out.setdefault(rep["case_id"], {})[int(rep["repeat"])] = rep["result"]
+            elif isinstance(item.get("case"), dict):
+                done.add(item["case"].get("case_id"))
+    return {cid: reps for cid, reps in out.items() if cid not in done}
 
 
 def journal_header(path: Path | str) -> dict:
