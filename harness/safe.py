@@ -140,6 +140,8 @@ def encode_non_finite(obj: Any, path: str = "") -> tuple[Any, list[dict]]:
         if isinstance(o, dict):
             return {k: walk(v, f"{p}/{k}" if p else str(k)) for k, v in o.items()}
         if isinstance(o, (list, tuple)):
+            if len(o) > 64 and set(map(type, o)) == {int}:
+                return list(o)  # raw samples (integer ns): nothing to replace; skip the per-item walk
             return [walk(v, f"{p}/{i}" if p else str(i)) for i, v in enumerate(o)]
         if hasattr(o, "item") and not isinstance(o, (str, bytes)) and getattr(o, "ndim", 0) == 0:
             try:

@@ -155,12 +155,12 @@ def tiny_llama():
     return transformers.LlamaForCausalLM(cfg).eval()
 
 
-def _session(model, precision="fp32"):
+def _session(model, precision="fp32", scheme="weight-only"):
     import copy
 
     from backends.llm_torch import TorchGenerationSession
 
-    return TorchGenerationSession(None, precision=precision, threads=1, model=copy.deepcopy(model))
+    return TorchGenerationSession(None, precision=precision, threads=1, model=copy.deepcopy(model), scheme=scheme)
 
 
 def test_kv_cache_accounting_matches_formula(tiny_llama):
@@ -214,6 +214,37 @@ def test_weight_only_linear_kernels(precision):
     # and it is a quantization: different from the fp32 layer, but close
     err = (got - lin(x)).abs().max().item()
     assert 0 < err < (0.05 if precision == "int8" else 0.5)
+
+
+def test_int8_weight_only_prefill_path_is_the_decode_kernels_function():
+    """Rows <= DECODE_ROWS go through ATen's int8 kernel, longer inputs through the dequantized
+    weight: the same numbers (fp32 accumulation order aside) for the same rows."""
+    from torch import nn
+
+    from backends.llm_torch import DECODE_ROWS, _linear_classes
+
+    torch.manual_seed(0)
+    q = _linear_classes()[0](nn.Linear(64, 48))
+    x = torch.randn(DECODE_ROWS + 8, 64)
+    short = q(x[:DECODE_ROWS])  # kernel
+    long = q(x)  # dequantize + matmul
+    torch.testing.assert_close(long[:DECODE_ROWS], short, rtol=1e-5, atol=1e-5)
+
+
+def test_int8_dynamic_session_quantizes_activations_too(tiny_llama):
+    s = _session(tiny_llama, "int8", scheme="dynamic")
+    assert s.info["quantized_linear_layers"] == 2 * 7 + 1 and s.info["quant_scheme"] == "dynamic"
+    assert "dynamic" in s.info["activation_dtype"] and "quantized" in next(iter(s.info["int8_kernels"].values()))
+    ids = np.array([[1, 2, 3, 4, 5]], dtype=np.int64)
+    got = s.logits(ids)
+    ref = _session(tiny_llama).logits(ids)
+    err = np.abs(got - ref).max()
+    assert 0 < err < 0.1 * np.abs(ref).max()  # quantized, and close
+    assert s.prefill(ids).shape == (1,) and s.decode().shape == (1,)
+    from backends.base import UnsupportedCase
+
+    with pytest.raises(UnsupportedCase, match="dynamic"):
+        _session(tiny_llama, "int4", scheme="dynamic")
 
 
 def test_weight_only_session_replaces_every_linear(tiny_llama):

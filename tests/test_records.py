@@ -119,3 +119,41 @@ def test_run_ids_sort_by_time_and_are_unique():
     ids = {records.new_run_id(t) for _ in range(100)}
     assert len(ids) == 100 and all(i.startswith("20260102T030405Z-") for i in ids)
     assert records.new_run_id(t) < records.new_run_id(t + dt.timedelta(seconds=1))
+
+
+def test_thinned_arrays_have_no_bounds_in_the_schema():
+    """validation_errors() validates raw sample arrays by one element (after a type scan): exact
+    only while the schema bounds neither their length nor their values."""
+    from harness.store.records import THIN_KEYS, schema
+
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for k, v in (node.get("properties") or {}).items():
+                if k in THIN_KEYS:
+                    found.append(v)
+                    assert set(v) <= {"type", "items", "description"}, v
+                    assert set(v["items"]) <= {"type"} and v["items"]["type"] == "integer", v
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(schema())
+    assert found  # the keys exist in the schema
+
+
+def test_a_bad_item_in_a_long_sample_array_is_still_found():
+    from harness.store.records import validation_errors
+
+    r = make_record([make_case()])
+    case = r["cases"][0]
+    case["samples_ns"] = list(range(1, 5000))
+    assert validation_errors(r) == []
+    case["samples_ns"][4321] = "x"
+    errs = validation_errors(r)
+    assert len(errs) == 1 and "samples_ns/4321" in errs[0]
+    case["samples_ns"][4321] = 1.5  # a float among ints: caught at its own index too
+    assert "samples_ns/4321" in validation_errors(r)[0]

@@ -20,8 +20,8 @@ content-hashed artifact (``harness.plan.artifacts``)::
         text.npz             the token ids of Pride and Prejudice (prompts and perplexity windows)
         sentiment.json       the 200 labelled sentences (zero-shot task)
 
-Variants (``fp32``, ``bf16``, ``fp16``, ``int8-weight-only``, ``int4-weight-only``) are made at
-load time by the session (a cast, or weight-only quantized Linear layers with real kernels);
+Variants (``fp32``, ``bf16``, ``fp16``, ``int8-weight-only``, ``int8-dynamic``, ``int4-weight-only``) are
+made at load time by the session (a cast, or quantized Linear layers with real kernels);
 their artifacts are small directories whose meta points at the fp32 base's weights, so the
 540 MB of fp32 weights exist once.
 
@@ -47,6 +47,7 @@ VARIANTS = {
     "bf16": "bf16",
     "fp16": "fp16",
     "int8-weight-only": "int8",
+    "int8-dynamic": "int8",
     "int4-weight-only": "int4",
 }
 
@@ -200,7 +201,9 @@ def build_variant(d: Path, base, variant: str) -> dict:
     meta = {k: v for k, v in base.meta.items() if k not in ("key", "model", "variant", "build_s")}
     rel = os.path.relpath(base.dir, d.parent / "x")  # d is renamed into d.parent/<variant>-<key> later
     meta.update(precision=VARIANTS[variant], base_key=base.key, base_dir=rel,
-                recipe={"name": variant, "params": {"weight_only": variant.endswith("weight-only")}})
+                recipe={"name": variant, "params": {"weight_only": variant.endswith("weight-only"),
+                                                    **({"activations": "int8, per call (dynamic)"}
+                                                       if variant.endswith("-dynamic") else {})}})
     return meta
 
 
