@@ -192,6 +192,28 @@ def test_in_window_accuracy_catches_wrong_outputs():
     assert results["right"]["top1"] == 1.0
 
 
+def test_in_window_accuracy_accepts_batch_dependent_outputs_only_when_as_accurate():
+    """Dynamic quantization: outputs differ with the batch a sample ran in (not close), yet are as
+    accurate: passed, marked batch_dependent (MLPerf TEST01 then checks accuracy). Garbage fails."""
+    from harness.run.scenario_case import in_window_accuracy
+
+    rng = np.random.default_rng(1)
+    ref = rng.normal(size=(200, 10))  # fp32 reference logits
+    ref[np.arange(200), rng.integers(0, 10, 200)] += 4.0  # clear winners
+    acc_pass = ref + rng.normal(scale=0.05, size=ref.shape)  # the accuracy pass (one batching)
+    idx = np.arange(0, 200, 2)
+    other_batching = acc_pass[idx] + rng.normal(scale=0.05, size=(100, 10))  # another batching: not close
+    r = in_window_accuracy((idx, other_batching), acc_pass, None, reference=ref)
+    assert r["agreement"] < 0.99 and r["batch_dependent"] is True and r["passed"] is True, r
+    garbage = rng.normal(size=(100, 10))
+    r = in_window_accuracy((idx, garbage), acc_pass, None, reference=ref)
+    assert r["batch_dependent"] is True and r["passed"] is False
+    assert r["logged_accuracy"]["top1_agreement"] < r["accuracy_pass"]["top1_agreement"] - 0.01
+    labels = ref.argmax(1)
+    r = in_window_accuracy((idx, garbage), acc_pass, labels)  # labelled: top-1 decides
+    assert r["passed"] is False and r["logged_accuracy"]["top1"] < 0.5
+
+
 def test_search_peak_gives_up_on_a_system_invalid_at_any_load():
     best, steps = sc.search_peak(lambda q: {"valid": False}, 1000.0, max_steps=40, max_halvings=3)
     assert best is None and [s["qps"] for s in steps] == [1000.0, 500.0, 250.0, 125.0]

@@ -334,7 +334,8 @@ def stretch_for_count(settings: MeasureSettings, per_iteration_ns: float, cap_s:
     ``max_time_s`` stops a measurement before ``min_iterations`` when the model is slow (a
     60 ms ResNet-50 gets 33 samples in 2 s: invalid by construction). Like MLPerf, where both
     minima must hold, the count wins: new max = min(``cap_s``, 1.25 x min_iterations x
-    per-iteration time (the warm-up's median)); ``cap_s`` (a share of the case's time limit)
+    per-iteration time (the caller passes the warm-up's p90: a latency that drifts up after warm-up
+    still reaches the count)); ``cap_s`` (a share of the case's time limit)
     keeps a very slow model from running into that limit.
     """
     if not per_iteration_ns or per_iteration_ns <= 0:

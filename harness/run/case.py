@@ -140,7 +140,7 @@ def run_case(payload: dict) -> dict:
     step()  # first call reported apart (lazy init, compile, autotune)
     first_call_ns = time.perf_counter_ns() - t_first
     wu = warm_up(step, settings)
-    stretched = stretch_for_count(settings, float(np.median(wu["samples_ns"])) if wu["samples_ns"] else 0.0,
+    stretched = stretch_for_count(settings, float(np.percentile(wu["samples_ns"], 90)) if wu["samples_ns"] else 0.0,
                                   cap_s=0.4 * float(payload.get("timeout_s") or 300.0))
     if stretched is not None:  # the headline's sample count wins over max_time (recorded in the settings)
         settings.max_time_s = stretched
@@ -240,7 +240,7 @@ def _generator_case(payload, session, artifact, ev, settings, scenario, batch, s
     baseline = ref_meta.get("value") if metric == "top1" else None
     accuracy = acc.evaluate(outputs, labels=ev["labels"], reference=ev["reference"], baseline_value=baseline,
                             gate=payload.get("gate"), metric=metric, **_task_args(artifact, ev, outputs, payload))
-    in_window = scase.in_window_accuracy(logged, outputs, ev["labels"])
+    in_window = scase.in_window_accuracy(logged, outputs, ev["labels"], reference=ev["reference"])
     v = res["validity"]
     if accuracy["passed"] is False:
         v["valid"] = False
@@ -248,7 +248,9 @@ def _generator_case(payload, session, artifact, ev, settings, scenario, batch, s
     if in_window is not None and in_window.get("passed") is False:
         v["valid"] = False
         v["reasons"].append(f"integrity_accuracy: only {100 * in_window['agreement']:.1f}% of the responses "
-                            "logged during the timed window match the accuracy pass's outputs")
+                            "logged during the timed window match the accuracy pass's outputs"
+                            + (f", and they are less accurate ({in_window['logged_accuracy']} vs "
+                               f"{in_window['accuracy_pass']})" if in_window.get("batch_dependent") else ""))
     res["generator"]["integrity"]["in_window_accuracy"] = in_window
     lg_summary = _loadgen_driver(payload, session, ev, artifact, scenario, batch, sc_opts, res["latency_ns"],
                                  bench_value=(res["headline"] or {}).get("value"))
