@@ -465,3 +465,33 @@ def test_max_time_stretches_for_the_headline_count_within_a_cap():
     assert stretch_for_count(s, 1e6, cap_s=120.0) is None  # 44 ms of work fits in 2 s
     assert stretch_for_count(s, 10e9, cap_s=120.0) == 120.0  # a 10 s model: the cap
     assert stretch_for_count(s, 0.0, cap_s=120.0) is None
+
+
+def test_converged_waits_for_the_headline_percentiles_ci(monkeypatch):
+    """The median's CI can be tight while the p90's (batch means on an autocorrelated series) does
+    not exist yet: with headline_q the stop rule waits for it, so the verdict cannot then call a
+    converged measurement invalid for it (seen: 359 samples, fmnist int8-dynamic)."""
+    import harness.measure.timing as timing
+
+    calls = []
+
+    def p90_ci(samples, q, confidence=0.95, **kw):  # undefined for the first three check points
+        calls.append((len(samples), q))
+        return {"ci": None if len(calls) <= 3 else (1.0, 2.0)}
+
+    monkeypatch.setattr(timing, "batch_means_quantile_ci", p90_ci)
+    t = [0]
+
+    def clock():
+        return t[0]
+
+    def step():
+        t[0] += 1_000_000
+
+    s = MeasureSettings(min_time_s=0.0, max_time_s=1e9, min_iterations=200, max_iterations=100000, target_ci=0.05)
+    plain = measure(step, s, clock)
+    assert plain.stop_reason == "converged" and calls == []
+    t[0] = 0
+    waited = measure(step, s, clock, headline_q=0.9)
+    assert waited.stop_reason == "converged" and len(calls) == 4 and all(q == 0.9 for _, q in calls)
+    assert waited.iterations > plain.iterations

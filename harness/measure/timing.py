@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from harness.measure.stats import autocorr_ci_rel_halfwidth
+from harness.measure.stats import autocorr_ci_rel_halfwidth, batch_means_quantile_ci
 
 __all__ = [
     "MeasureSettings",
@@ -251,7 +251,8 @@ def warm_up(step: Callable[[], object], settings: MeasureSettings, clock: Clock 
     }
 
 
-def measure(step: Callable[[], object], settings: MeasureSettings, clock: Clock = time.perf_counter_ns) -> MeasureResult:
+def measure(step: Callable[[], object], settings: MeasureSettings, clock: Clock = time.perf_counter_ns, *,
+            headline_q: float | None = None) -> MeasureResult:
     """Time ``step()`` repeatedly until a stop rule holds.
 
     Each iteration: ``t0 = clock(); step(); t1 = clock()``, sample ``t1 - t0`` (integer ns,
@@ -261,7 +262,9 @@ def measure(step: Callable[[], object], settings: MeasureSettings, clock: Clock 
     1. ``converged``: elapsed >= ``min_time_s`` and n >= ``min_iterations`` and the median's
        relative CI half-width <= ``target_ci``, the autocorrelation-aware one
        (:func:`harness.measure.stats.autocorr_ci_rel_halfwidth`, batch means; for fewer than 128
-       samples the i.i.d. order-statistic interval);
+       samples the i.i.d. order-statistic interval); with ``headline_q`` (the scenario's headline
+       percentile, p90 for single-stream) that percentile's CI must exist too, else the verdict
+       would call a converged measurement invalid (``headline_percentile``);
     2. ``max_time``: elapsed >= ``max_time_s``;
     3. ``max_iterations``: n >= ``max_iterations``.
 
@@ -304,8 +307,10 @@ def measure(step: Callable[[], object], settings: MeasureSettings, clock: Clock 
         check_cost = 0
         if elapsed >= min_ns and n >= min_iter:
             c0 = clock()
-            halfwidth = autocorr_ci_rel_halfwidth(np.array(buf, dtype=np.int64), confidence)
-            if halfwidth <= target:  # False for nan (too few samples for the CI)
+            arr = np.array(buf, dtype=np.int64)
+            halfwidth = autocorr_ci_rel_halfwidth(arr, confidence)
+            if halfwidth <= target and (  # False for nan (too few samples for the CI)
+                    headline_q is None or batch_means_quantile_ci(arr, headline_q, confidence)["ci"] is not None):
                 reason = "converged"
                 break
             check_cost = clock() - c0

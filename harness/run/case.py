@@ -147,7 +147,7 @@ def run_case(payload: dict) -> dict:
     meter = session.energy_meter()
     attempts = []  # measurements discarded as unstable, kept in the record
     while True:
-        res, energy = measure_energy(meter, lambda: measure(step, settings),
+        res, energy = measure_energy(meter, lambda: measure(step, settings, headline_q=q),
                                      inferences_of=lambda r: r.iterations * batch)
         samples = res.samples_ns
         stats = summarize(samples, settings.confidence)
