@@ -247,6 +247,10 @@ def test_table_headline_cell_per_scenario():
     assert fmt_headline({"metric": "p99_latency", "value": 7_200_000}).startswith("p99 7.2")
     assert fmt_headline({"metric": "p90_latency", "value": 36_000}).startswith("p90 36")
     assert fmt_headline(None) == "-"
+    # LLM headlines are times (were printed as "110 M/s")
+    assert fmt_headline({"metric": "tpot_p50_ns", "value": 109_800_000, "unit": "ns"}) == "TPOT p50 110 ms"
+    assert fmt_headline({"metric": "p99_ttft_ns", "value": 2_500_000_000, "unit": "ns"}).startswith("TTFT p99 2.5")
+    assert fmt_headline({"metric": "output_tokens_per_s", "value": 20.0, "unit": "1/s"}) == "20 /s"
 
 
 def test_offline_window_is_sized_by_its_time_budget():

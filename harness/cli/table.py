@@ -37,6 +37,10 @@ COLUMNS = (("model", "left"), ("variant", "left"), ("backend", "left"), ("prec",
 NARROW_DROP = ("backend", "±CI", "p99", "prec", "p90")
 
 
+#: headline metrics that are times, as the table names them
+_TIME_HEADLINES = {"tpot_p50_ns": "TPOT p50", "p99_ttft_ns": "TTFT p99"}
+
+
 def fmt_headline(h: dict | None) -> str:
     """The scenario's headline: p90/p99 latency, (max) QPS or samples/s."""
     if not h or h.get("value") is None:
@@ -44,6 +48,8 @@ def fmt_headline(h: dict | None) -> str:
     m, v = h.get("metric"), h["value"]
     if m in ("p90_latency", "p99_latency"):
         return f"{m[:3]} {fmt_time_ns(v)}"
+    if h.get("unit") == "ns" or str(m).endswith("_ns"):  # a time (LLM: TPOT p50, TTFT p99), never a rate
+        return f"{_TIME_HEADLINES.get(m, str(m).removesuffix('_ns'))} {fmt_time_ns(v)}"
     if m == "max_qps":
         return f"max {fmt_rate(v).replace('/s', '').strip()} QPS"
     if m == "qps":
