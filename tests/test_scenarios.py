@@ -271,3 +271,12 @@ def test_offline_window_is_sized_by_its_time_budget():
     assert r["summary"]["need_samples"] == 40 and r["summary"]["samples"] >= 40
     short = dict(r["summary"], samples=39)
     assert any(x.startswith("too_few_queries: 39 samples < 40") for x in sc.judge(short, s)["reasons"])
+
+
+def test_search_budget_leaves_room_for_a_slow_models_steps():
+    from harness.run.scenario_case import search_budget
+
+    s = sc.ScenarioSettings(scenario="server", max_duration_s=2.0)  # 600 queries a step
+    assert search_budget(s, 5000.0) == 20.0  # fast: 10 x max time
+    assert search_budget(s, 38.0) == pytest.approx(6 * 600 / 38.0)  # slow: six steps at the start rate
+    assert search_budget(s, 38.0, case_timeout_s=100.0) == 60.0  # never past 60 % of the case's limit

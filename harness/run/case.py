@@ -228,7 +228,8 @@ def _generator_case(payload, session, artifact, ev, settings, scenario, batch, s
     from harness.run import scenario_case as scase
 
     data = scase.sample_library(ev["x"], artifact.inputs)
-    res = scase.run(session, scenario=scenario, batch=batch, data=data, measure_settings=settings, opts=sc_opts,
+    res = scase.run(session, scenario=scenario, batch=batch, data=data, measure_settings=settings,
+                    opts={**sc_opts, "case_timeout_s": payload.get("timeout_s")},
                     threads_per_query=threads, requested_concurrency=concurrency)
     # the window spans a warm-up, a peak search and the integrity checks: no per-inference energy yet
     energy = {"available": False, "reason": "energy is not measured for load-generator scenarios yet"}

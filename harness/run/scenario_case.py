@@ -118,10 +118,10 @@ def run(session, *, scenario: str, batch: int, data: dict, measure_settings, opt
                 capacity = (burst.samples[0] / batch) / max(burst.duration_ns() / 1e9, 1e-9)
                 warm["burst_qps"] = capacity
                 start = 0.5 * capacity
-                # the search stops starting steps after 10 x max_time_s (a case has a time limit)
                 best, steps = sc.search_peak(run_at, start, tolerance=settings.search_tolerance,
                                              max_steps=settings.search_max_steps,
-                                             budget_s=10 * settings.max_duration_s, confirm=True)
+                                             budget_s=search_budget(settings, start, opts.get("case_timeout_s")),
+                                             confirm=True)
                 metric = "max_qps"
             chosen = best if best is not None else steps[-1]
             result = chosen["_run"]
@@ -240,6 +240,21 @@ def in_window_accuracy(logged, accuracy_outputs: np.ndarray, labels: np.ndarray 
                        tolerance=tolerance,
                        passed=all(logged_acc[k] >= pass_acc[k] - tolerance for k in logged_acc))
     return out
+
+
+def search_budget(settings, start_qps: float, case_timeout_s: float | None = None) -> float:
+    """Seconds after which the peak search starts no new step.
+
+    10 x ``max_duration_s``, but at least what 6 steps need at the starting rate -- a step lasts
+    at least ``need_queries`` / QPS (600 queries at 38 QPS: 16 s), so a slow model's search would
+    otherwise stop after one step and its confirmation, before any halving (seen: EfficientNet-Lite0
+    on 2 cores, no valid QPS found) -- and at most 60 % of the case's time limit, so the case
+    finishes with what the search found instead of being killed.
+    """
+    budget = max(10.0 * settings.max_duration_s, 6.0 * settings.need_queries / max(start_qps, 1e-9))
+    if case_timeout_s:
+        budget = min(budget, 0.6 * float(case_timeout_s))
+    return budget
 
 
 def threads_for(threads: int, concurrency: int) -> int:
