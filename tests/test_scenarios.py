@@ -280,3 +280,31 @@ def test_search_budget_leaves_room_for_a_slow_models_steps():
     assert search_budget(s, 5000.0) == 20.0  # fast: 10 x max time
     assert search_budget(s, 38.0) == pytest.approx(6 * 600 / 38.0)  # slow: six steps at the start rate
     assert search_budget(s, 38.0, case_timeout_s=100.0) == 60.0  # never past 60 % of the case's limit
+
+
+def test_unbracketed_peak_is_said_to_be_a_lower_bound(monkeypatch):
+    """A search that ran out of budget before any QPS failed reports its best QPS with a warning."""
+    from harness.measure.timing import MeasureSettings
+    from harness.run import scenario_case
+
+    def search_peak(run_at, start, **kw):  # the budget ended after one (valid) step
+        step = dict(run_at(200.0), qps=200.0, phase="ramp")
+        return step, [step]
+
+    monkeypatch.setattr(sc, "search_peak", search_peak)
+
+    class Quick:
+        max_concurrency = 1
+
+        def run(self, inputs):
+            return [inputs["x"] * 2]
+
+        def synchronize(self):
+            pass
+
+    data = {"x": np.arange(64, dtype=np.float32)[:, None]}
+    res = scenario_case.run(Quick(), scenario="server", batch=1, data=data,
+                            measure_settings=MeasureSettings(min_time_s=0.05, max_time_s=0.2),
+                            opts={"min_queries": 20}, threads_per_query=1, requested_concurrency=1)
+    assert res["headline"]["metric"] == "max_qps" and res["headline"]["value"] == 200.0
+    assert any(w.startswith("peak_not_bracketed") for w in res["validity"]["warnings"]), res["validity"]

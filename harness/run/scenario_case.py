@@ -131,6 +131,12 @@ def run(session, *, scenario: str, batch: int, data: dict, measure_settings, opt
                                                                   f"{settings.bound_ns / 1e6:g} ms"] +
                                       [r for r in result["validity"]["reasons"] if not r.startswith("latency_bound")],
                                       "warnings": result["validity"]["warnings"]}
+            if metric == "max_qps" and best is not None and not any(
+                    not st["valid"] and st["qps"] > best["qps"] for st in steps):
+                result = dict(result)
+                result["validity"] = dict(result["validity"], warnings=list(result["validity"]["warnings"]) + [
+                    f"peak_not_bracketed: the search stopped ({len(steps)} steps) before any QPS above "
+                    f"{best['qps']:.4g} failed; max_qps is a lower bound"])
             value = float(chosen["qps"] if best is not None else 0.0) if metric == "max_qps" else \
                 float(result["summary"]["queries_per_s"] or 0.0)
             # no valid QPS: no headline figure (the steps and the reason say what happened)
