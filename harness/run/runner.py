@@ -280,6 +280,14 @@ def _run(opts, suite, backends, needs_of, settings, timeout, k, executor, emit, 
             finished[i] = prior[pc.case_id]
             emit("case_done", {"index": i, "case": prior[pc.case_id], "resumed": True})
 
+    def take_repeat(i: int, r: int, result: dict) -> None:
+        """One finished repeat of case i (measured now, or kept from a killed run's journal)."""
+        partial.setdefault(i, []).append(result)
+        measured = result.get("status") in ("ok", "invalid") and result.get("samples_ns")
+        if r == k - 1 or (r == 0 and not measured):  # done, or nothing to repeat (failed, unsupported)
+            finish(i, _combine(_placed(identity(cases[i]), first_run.get(i)), arts[i], partial.pop(i), cases[i],
+                               settings), first_run.get(i))
+
     def job(i: int, r: int, n_jobs: int) -> Job:
         pc = cases[i]
         b = by_name[pc.backend][0]
@@ -311,12 +319,7 @@ def _run(opts, suite, backends, needs_of, settings, timeout, k, executor, emit, 
         for r in range(k):
             kept = [i for i, rr in plan if rr == r and i not in finished and r in prior_repeats.get(cases[i].case_id, {})]
             for i in kept:  # --resume: this repeat was measured before the kill
-                result = prior_repeats[cases[i].case_id][r]
-                partial.setdefault(i, []).append(result)
-                measured = result.get("status") in ("ok", "invalid") and result.get("samples_ns")
-                if r == k - 1 or (r == 0 and not measured):
-                    finish(i, _combine(_placed(identity(cases[i]), first_run.get(i)), arts[i], partial.pop(i),
-                                       cases[i], settings), first_run.get(i))
+                take_repeat(i, r, prior_repeats[cases[i].case_id][r])
             todo = [i for i, rr in plan if rr == r and i not in finished and i not in kept]
             jobs = [job(i, r, n) for n, i in enumerate(todo)]
             for jr in executor.run(jobs, on_start=lambda j: emit("case_start", {"index": todo[j.index],
@@ -333,11 +336,7 @@ def _run(opts, suite, backends, needs_of, settings, timeout, k, executor, emit, 
                     finish(i, _finish(base, arts[i], result), jr)
                     continue
                 out.append_repeat(i, r, result, jr, pc.case_id)  # measured data is on disk at once
-                partial.setdefault(i, []).append(result)
-                measured = result.get("status") in ("ok", "invalid") and result.get("samples_ns")
-                if r == k - 1 or (r == 0 and not measured):  # done, or nothing to repeat (failed, unsupported)
-                    finish(i, _combine(_placed(identity(pc), first_run.get(i)), arts[i], partial.pop(i), pc, settings),
-                           first_run.get(i))
+                take_repeat(i, r, result)
         for i in list(scale_later):
             emit("scaling", {"case_id": finished[i]["case_id"], "replicas": opts.replicas})
             j = job(i, 0, 0)
