@@ -110,3 +110,36 @@ def test_loadgen_driver_agrees_with_bench_on_a_server_case(tmp_path, bench_cache
     assert c["headline"]["metric"] == "qps"
     assert abs(lg["headline"]["value"] / c["headline"]["value"] - 1) < 0.10, (lg["headline"], c["headline"])
     assert lg["valid"] is True and c["status"] == "ok", (lg["result"], c["reason"])
+
+
+def test_accuracy_pass_is_stored_then_verified_and_fresh_on_request(tmp_path):
+    """The first case of a system runs the full accuracy pass and stores it; later cases of the same
+    system (the offline case at another batch, the next run) verify a share of it through their own
+    session and reuse it; --fresh-accuracy runs every pass in full."""
+    cache = tmp_path / "cache"
+
+    def sources(*extra):
+        out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}"
+        proc = run_bench(["run", "--suite", "smoke", "--out", str(out), "-q", *SHORT, *extra], cwd=tmp_path,
+                         env=bench_env(cache=cache))
+        assert proc.returncode in (0, 1), proc.stderr
+        cases = {c["scenario"]: c for c in _record(out)["cases"]}
+        return {k: c["accuracy"]["source"] for k, c in cases.items()}, cases
+
+    first, cases = sources()
+    assert first["single-stream"]["kind"] == "pass" and first["single-stream"]["stored"]
+    assert first["offline"]["kind"] == "verified" and first["offline"]["stored_batch"] == 1
+    assert first["offline"]["verified_samples"] >= 16
+    value = cases["single-stream"]["accuracy"]["value"]
+    assert cases["offline"]["accuracy"]["value"] == value
+    # where each case's time went: its phases, within the worker's wall time
+    for c in cases.values():
+        ph = c["phases_s"]
+        assert {"prepare", "warmup", "measure", "accuracy"} <= set(ph) and all(v >= 0 for v in ph.values())
+        assert sum(ph.values()) <= c["worker"]["wall_s"]
+    second, cases = sources()
+    assert {s["kind"] for s in second.values()} == {"verified"}
+    assert cases["single-stream"]["accuracy"]["value"] == value
+    fresh, cases = sources("--fresh-accuracy")
+    assert {s["kind"] for s in fresh.values()} == {"pass"}
+    assert {c["accuracy"]["value"] for c in cases.values()} == {value}

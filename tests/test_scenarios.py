@@ -147,19 +147,70 @@ def _cache_run(delay_s):
     return run
 
 
-def test_caching_check_flags_a_caching_system_and_passes_an_honest_one():
-    s = sc.ScenarioSettings(scenario="single-stream")
+def _query_runner(run, data):
+    sut = SessionSUT(run, data, inline=True)
+    return lambda q: run(sut.inputs_for(q))
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_caching_check_flags_a_caching_system_and_passes_an_honest_one(batch):
     data = {"x": np.arange(400, dtype=np.float32)[:, None]}
-    caching = SessionSUT(_cache_run(0.001), data, inline=True)
-    r = sc.caching_check(caching, s, 400, queries=80)
-    assert r["passed"] is False and r["ratio"] < 0.5
+    seen = []
+
+    def caching(x, cached=_cache_run(0.001)):
+        seen.append(tuple(x["x"].ravel()))
+        return cached(x)
+
+    r = sc.caching_check(_query_runner(caching, data), 400, batch, min_pairs=8, min_time_s=0)
+    assert r["passed"] is False and r["ratio"] < 0.5 and r["pairs"] == 8
+    # the repeated query is one batch (samples 0..batch-1); the distinct ones never repeat it
+    assert seen.count(tuple(range(batch))) == 8 and len(r["distinct_ns"]) == 8
+    assert len(set(seen)) == len(seen) - 7  # only the same batch repeats
 
     def honest(x):
         time.sleep(0.001)
         return [x["x"] * 2]
 
-    r2 = sc.caching_check(SessionSUT(honest, data, inline=True), s, 400, queries=160)
-    assert r2["passed"] is True
+    r2 = sc.caching_check(_query_runner(honest, data), 400, batch, min_pairs=16, min_time_s=0)
+    assert r2["passed"] is True and 0.75 < r2["ratio"] < 1.33
+    # too few samples for a distinct batch: no verdict, but the queries still ran (warm-up)
+    r3 = sc.caching_check(_query_runner(honest, {"x": data["x"][:batch]}), batch, batch, min_pairs=2)
+    assert r3["passed"] is None and "no distinct batch" in r3["reason"]
+
+
+def test_caching_check_forgives_a_system_still_warming_up():
+    """The check is the warm-up: the first pairs may be slow for reasons other than caching
+    (the 'distinct' query of pair 0 runs first). Only repeats fast in the later pairs fail it."""
+    t = [0]
+    n = [0]
+
+    def run_query(q):
+        n[0] += 1
+        # the 'distinct' query of each of the first two pairs (queries 3 and 6, after 2 settling
+        # ones: ABBA order) takes 3x as long, then the system is steady
+        t[0] += 3_000_000 if n[0] in (3, 6) else 1_000_000
+
+    r = sc.caching_check(run_query, 100, 4, min_pairs=4, min_time_s=0, clock=lambda: t[0])
+    assert r["ratio"] < 0.75  # over all pairs it looks cached (the old verdict failed it)
+    assert r["passed"] is True and r["ratio_late"] == pytest.approx(1.0)
+
+
+def test_caching_check_alternates_its_order():
+    """ABBA: a system that speeds up query after query would make the second of each pair
+    look cached if 'same' always came second."""
+    order = []
+    t = [0]
+
+    def clock():
+        return t[0]
+
+    def run_query(q):
+        order.append("same" if q.start == 0 else "distinct")
+        t[0] += max(1_000_000 - 10_000 * len(order), 1)  # every query 1 % faster than the last
+
+    r = sc.caching_check(run_query, 100, 4, min_pairs=6, min_time_s=0, clock=clock)
+    assert order[2:6] == ["distinct", "same", "same", "distinct"]
+    assert r["passed"] is True and abs(r["ratio"] - 1) < 0.02
 
 
 def test_in_window_accuracy_catches_wrong_outputs():

@@ -77,3 +77,18 @@ def test_option_flag_meanings():
     for off in ("0", "false", "no", "off", 0, None, "maybe"):
         assert not option_flag(off) and not option_flag(off, bare=True)
     assert option_flag("", bare=True) and not option_flag("")  # a flag given without a value
+
+
+def test_retries_stop_once_the_attempts_used_the_suites_time():
+    from harness.run.case import retry_allowed
+
+    drift = {"reasons": ["unstable: drift +15% between halves"]}
+    ok = {"reasons": []}
+    # a 2 s window that drifted: retried (twice at most, within 3 x 2 s)
+    assert retry_allowed(drift, [], 2, spent_s=2.0, budget_s=6.0)
+    assert retry_allowed(drift, [{}], 2, spent_s=4.0, budget_s=6.0)
+    assert not retry_allowed(drift, [{}, {}], 2, spent_s=5.9, budget_s=6.0)
+    # a window stretched to 12 s for the p90's count: no second one
+    assert not retry_allowed(drift, [], 2, spent_s=12.0, budget_s=6.0)
+    # nothing to fix: no retry
+    assert not retry_allowed(ok, [], 2, spent_s=0.5, budget_s=6.0)

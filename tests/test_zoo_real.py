@@ -351,3 +351,18 @@ def test_minilm_fp32_tasks_in_range(cached):
     assert 0.69 <= m["wordsim_spearman"] <= 0.77, m
     assert art.eval_data()["reference"].shape == (200 + 2 + 437, 384)
     assert json.loads((art.dir / "meta.json").read_text())["metric"] == "sentiment_accuracy"
+
+
+def test_spearman_matches_scipy_with_and_without_ties():
+    from scipy.stats import spearmanr
+
+    from harness.measure.accuracy import average_ranks, spearman
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=353)
+    y = 0.5 * x + rng.normal(size=353)
+    assert spearman(x, y) == pytest.approx(spearmanr(x, y).statistic, abs=1e-12)
+    xt, yt = np.round(x, 0), np.round(y * 2) / 2  # many ties, like WordSim's human means
+    assert spearman(xt, yt) == pytest.approx(spearmanr(xt, yt).statistic, abs=1e-12)
+    assert average_ranks(np.array([3.0, 1.0, 3.0, 2.0])).tolist() == [3.5, 1.0, 3.5, 2.0]
+    assert np.isnan(spearman(np.ones(5), np.arange(5)))

@@ -78,6 +78,9 @@ RESUME_OPTIONS = {"resume", "out_dir", "quiet", "case_timeout"}
 @click.option("--replicas", type=CommaList(int, positive=True), default=None,
               help="Data-parallel scaling of offline cases: replica counts, e.g. 1,2 (cores locally, nodes on ray).")
 @click.option("--rebuild", is_flag=True, help="Rebuild model artifacts even when cached.")
+@click.option("--fresh-accuracy", "fresh_accuracy", is_flag=True,
+              help="Run every case's full accuracy pass, even where a stored pass of the same system could be "
+                   "verified and reused (docs/architecture.md, accuracy).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 @click.option("--resume", "resume", default=None, metavar="RUN_ID|latest",
               help="Finish a run that was killed: run the cases its journal (in --out) lacks, with the run's "
@@ -135,7 +138,7 @@ def _execute(ctx, *, suite, backend, runtime, scenarios, batches, min_time, max_
              threads, case_timeout, out_dir, tags, backend_options, part, precision, reuse_factor, fit, models,
              input_shapes, target_qps, latency_bound, multistream_samples, concurrency, max_queue_delay, driver,
              repeat, profile, pin, executor, address, node_labels, resources, replicas, rebuild, quiet, resume, argv,
-             resume_journal):
+             resume_journal, fresh_accuracy=False):
     from harness.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, BenchError
     from harness.plan.models import is_user_model
     from harness.run.runner import RunInterrupted, RunOptions, exit_code, run
@@ -168,7 +171,7 @@ def _execute(ctx, *, suite, backend, runtime, scenarios, batches, min_time, max_
         models=list(models) or None, threads=threads, out_dir=out_dir, tags=parse_kv(tags),
         measurement={"min_time_s": min_time, "max_time_s": max_time, "min_iterations": min_iterations,
                      "target_ci": target_ci},
-        case_timeout_s=case_timeout, rebuild=rebuild,
+        case_timeout_s=case_timeout, rebuild=rebuild, fresh_accuracy=fresh_accuracy,
         backend_options={**parse_kv(backend_options, "option"),
                          **{k: str(v) for k, v in (("part", part), ("precision", precision),
                                                    ("reuse_factor", reuse_factor), ("fit", 1 if fit else None))

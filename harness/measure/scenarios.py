@@ -293,42 +293,57 @@ def search_peak(run_at: Callable[[float], dict], start_qps: float, *, tolerance:
     return best, steps
 
 
-def caching_check(sut, settings: ScenarioSettings, n_samples: int, *, queries: int = 200, blocks: int = 8,
-                  threshold: float = 0.25, clock=time.perf_counter_ns) -> dict:
-    """Same-sample vs distinct-sample latency (after MLPerf's TEST04): a system that caches
-    results answers a repeated sample much faster than fresh ones.
+def caching_check(run_query: Callable[[range], object], n_samples: int, batch: int = 1, *, min_pairs: int = 4,
+                  max_pairs: int = 200, min_time_s: float = 0.25, settle: int = 2, threshold: float = 0.25,
+                  clock: Callable[[], int] = time.perf_counter_ns) -> dict:
+    """Same-sample vs distinct-sample latency (after MLPerf's TEST04), run as the scenario's
+    warm-up: a system that caches results answers a repeated sample much faster than fresh ones.
 
-    Runs ``blocks`` interleaved pairs of closed-loop windows of ``queries / blocks`` queries each
-    (one sample per query): one pair member always sends sample 0, the other walks through
-    distinct samples. Per block b, r_b = median(same_b) / median(distinct_b); ``ratio`` is the
-    median of the r_b (a paired design: a load spike on the machine spoils one block, not the
-    verdict). The check fails when ratio < 1 - ``threshold`` (same-sample more than 25 %
-    faster by default). Needs >= 2 distinct samples (else ``passed`` is None).
+    ``run_query(range)`` runs one query of ``batch`` consecutive samples and returns when it is
+    complete. After ``settle`` unrecorded queries, pairs of queries: one of distinct samples (a
+    new batch each time, walking through the set) and one of the same batch (samples
+    0..batch-1) again, in ABBA order (pair k runs distinct first when k is even, same first when
+    odd) so a system still speeding up or slowing down does not bias either side. Pairs go on
+    until at least ``min_pairs`` and ``min_time_s``, at most ``max_pairs``. Per pair k,
+    r_k = t_same / t_distinct; ``ratio`` = median_k r_k (paired: a load spike spoils one pair, not
+    the verdict) and ``ratio_late`` = the median over the later half of the pairs. Fails when both
+    are < 1 - ``threshold`` (the repeated batch more than 25 % faster): a caching system is fast on
+    every repeat, while a system still warming up (this check is the scenario's warm-up: the first
+    pairs may still be filling arenas and caches; seen: EfficientNet fp16 at batch 8, ratio 0.73
+    over 4 pairs) is not in the later pairs.
+    Needs ``n_samples >= batch + 1`` (else ``passed`` is None). ``distinct_ns``: the distinct
+    queries' latencies, the honest service-time sample of the warm-up.
     """
-    if n_samples < 2:
-        return {"passed": None, "reason": "one sample only: nothing to compare"}
-    per = max(1, queries // blocks)
+    n_samples, batch = int(n_samples), max(1, int(batch))
+    same_q = range(0, batch)
+    if n_samples < batch + 1:
+        for _ in range(settle + 2 * min_pairs):
+            run_query(same_q)
+        return {"passed": None, "reason": f"{n_samples} samples for queries of {batch}: no distinct batch to compare",
+                "distinct_ns": []}
+    span = n_samples - batch  # distinct batches start at 1..span, never at 0 (the same batch)
+    for k in range(settle):
+        run_query(range(1 + k % span, 1 + k % span + batch))
     same, distinct = [], []
-    offset = 1
-    for _ in range(blocks):
-        for kind in ("distinct", "same"):
-            if kind == "same":
-                sample_of = lambda i: range(0, 1)  # noqa: E731
-            else:
-                base = offset
-                sample_of = lambda i, base=base: range((base + i) % n_samples, (base + i) % n_samples + 1)  # noqa: E731
-                offset += per
-            log = lg.run_closed_loop(sut, sample_of, min_queries=per, min_duration_s=0.0, max_duration_s=1e9,
-                                     max_queries=per, clock=clock)
-            lat = log.latency_ns()[log.completed >= 0]
-            (same if kind == "same" else distinct).append(lat)
-    m_same = float(np.median(np.concatenate(same)))
-    m_dist = float(np.median(np.concatenate(distinct)))
-    ratios = [float(np.median(a)) / max(float(np.median(b)), 1.0) for a, b in zip(same, distinct)]
+    t_end = clock() + int(min_time_s * 1e9)
+    k = 0
+    offset = settle
+    while k < max_pairs and (k < min_pairs or clock() < t_end):
+        start = 1 + (offset * batch) % span
+        offset += 1
+        order = (("distinct", range(start, start + batch)), ("same", same_q))
+        for kind, q in (order if k % 2 == 0 else order[::-1]):
+            t0 = clock()
+            run_query(q)
+            (same if kind == "same" else distinct).append(clock() - t0)
+        k += 1
+    ratios = [a / max(b, 1) for a, b in zip(same, distinct)]
     ratio = float(np.median(ratios))
-    passed = bool(not ratio < 1 - threshold)
-    return {"passed": passed, "same_p50_ns": m_same, "distinct_p50_ns": m_dist, "ratio": ratio,
-            "threshold": threshold, "queries_each": per * blocks}
+    ratio_late = float(np.median(ratios[len(ratios) // 2:]))
+    return {"passed": bool(not (ratio < 1 - threshold and ratio_late < 1 - threshold)), "ratio": ratio,
+            "ratio_late": ratio_late, "threshold": threshold,
+            "same_p50_ns": float(np.median(same)), "distinct_p50_ns": float(np.median(distinct)),
+            "pairs": k, "batch": batch, "distinct_ns": distinct}
 
 
 def logged_responses(responses: Sequence[tuple[Sequence[int], np.ndarray]]) -> tuple[np.ndarray, np.ndarray] | None:

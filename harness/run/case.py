@@ -48,6 +48,15 @@ def retry_worthy(timing_verdict: dict) -> bool:
     return any(r.startswith(("unstable", "ci_not_reached")) for r in timing_verdict["reasons"])
 
 
+def retry_allowed(timing_verdict: dict, attempts: list, max_retries: int, *, spent_s: float, budget_s: float) -> bool:
+    """Another attempt when it is worth it (:func:`retry_worthy`), fewer than ``max_retries``
+    were made, and the attempts so far took less than ``budget_s`` = (max_retries + 1) x the
+    suite's max_time_s: a window already stretched past that for the headline's sample count
+    (a 170 ms model's 72 samples: 12 s) is as long as a case affords, and a second and third one
+    would triple the case for a verdict that stays the same on that machine."""
+    return retry_worthy(timing_verdict) and len(attempts) < max_retries and spent_s < budget_s
+
+
 def headline(scenario: str, stats: dict, throughput: dict) -> dict:
     if scenario == "single-stream":
         return {"metric": "p90_latency", "value": stats["p90"], "unit": "ns"}
@@ -116,11 +125,14 @@ def run_case(payload: dict) -> dict:
         return {"status": "does_not_fit", "reason": str(exc),
                 "report": {"timings": None, "estimates": exc.estimates or None}}
     prepare_s = time.perf_counter() - t_prep
+    phases = {"prepare": prepare_s}
 
+    t_ev = time.perf_counter()
     ev = artifact.eval_data()
+    phases["eval_data"] = time.perf_counter() - t_ev
     if scenario in GENERATOR_SCENARIOS:
         return _generator_case(payload, session, artifact, ev, settings, scenario, batch, sc_opts, threads,
-                               concurrency, prepare_s)
+                               concurrency, prepare_s, phases)
     pool = input_pool(ev["x"], artifact.inputs, batch)
     run = session.run
     sync = session.synchronize
@@ -136,14 +148,18 @@ def run_case(payload: dict) -> dict:
         def step():
             run(nxt())
 
+    t_ph = time.perf_counter()
     t_first = time.perf_counter_ns()
     step()  # first call reported apart (lazy init, compile, autotune)
     first_call_ns = time.perf_counter_ns() - t_first
     wu = warm_up(step, settings)
+    retry_budget_s = (settings.max_retries + 1) * settings.max_time_s  # before any stretch: see retry_allowed
     stretched = stretch_for_count(settings, float(np.percentile(wu["samples_ns"], 90)) if wu["samples_ns"] else 0.0,
                                   cap_s=0.4 * float(payload.get("timeout_s") or 300.0))
     if stretched is not None:  # the headline's sample count wins over max_time (recorded in the settings)
         settings.max_time_s = stretched
+    phases["warmup"] = time.perf_counter() - t_ph
+    t_ph = time.perf_counter()
     meter = session.energy_meter()
     attempts = []  # measurements discarded as unstable, kept in the record
     while True:
@@ -152,23 +168,27 @@ def run_case(payload: dict) -> dict:
         samples = res.samples_ns
         stats = summarize(samples, settings.confidence)
         timing = verdict(stats, res.stop_reason, settings, scenario=scenario, samples=samples)
-        if not retry_worthy(timing) or len(attempts) >= settings.max_retries:
+        if not retry_allowed(timing, attempts, settings.max_retries,
+                             spent_s=time.perf_counter() - t_ph, budget_s=retry_budget_s):
             break
         attempts.append({"iterations": res.iterations, "duration_s": res.duration_s, "stop_reason": res.stop_reason,
                          "p50": stats["p50"], "drift": stats["drift"], "reasons": timing["reasons"]})
     mean_s = stats["mean"] / 1e9
     throughput = {"samples_per_s": batch / mean_s, "queries_per_s": 1.0 / mean_s}
+    phases["measure"] = time.perf_counter() - t_ph
+    t_ph = time.perf_counter()
 
     # Accuracy through the same session that was timed (once per case: repeats after the
     # first skip it — the same artifact on the same data gives the same answer).
     accuracy = None
     if payload.get("accuracy", True):
-        outputs = acc.run_eval(lambda x: (run(x), sync())[0], ev["x"], batch)
+        outputs, source = _accuracy_outputs(lambda x: (run(x), sync())[0], ev["x"], batch, payload, artifact)
         ref_meta = artifact.meta.get("reference") or {}
         metric = payload.get("metric") or ("top1" if ev["labels"] is not None else "top1_agreement")
         accuracy = acc.evaluate(outputs, labels=ev["labels"], reference=ev["reference"],
                                 baseline_value=ref_meta.get("value") if metric == "top1" else None,
                                 gate=payload.get("gate"), metric=metric, **_task_args(artifact, ev, outputs, payload))
+        accuracy["source"] = source
     # the headline p90 by MLPerf's early-stopping count and its CI (reason "headline_percentile"),
     # and warm-up that did not settle: harness.measure.verdict
     v = verdict(stats, res.stop_reason, settings, accuracy_passed=accuracy["passed"] if accuracy else None,
@@ -179,7 +199,11 @@ def run_case(payload: dict) -> dict:
         v["reasons"] = [f"accuracy_gate_failed: {accuracy['reason']}" if r.startswith("accuracy_gate_failed") else r
                         for r in v["reasons"]]
     es = early_stopping_percentile(samples, HEADLINE_Q["single-stream"], EARLY_STOPPING_CONFIDENCE)
+    phases["accuracy"] = time.perf_counter() - t_ph
+    t_ph = time.perf_counter()
     lg_summary = _loadgen_driver(payload, session, ev, artifact, scenario, batch, sc_opts, stats)
+    if lg_summary is not None:
+        phases["loadgen"] = time.perf_counter() - t_ph
     # what the session reports (SessionReport), before close(): a session may free what it measured
     report = session_report(session)
     session.close()
@@ -201,8 +225,27 @@ def run_case(payload: dict) -> dict:
         "validity": v,
         "accuracy": accuracy,
         "energy": energy,
+        "phases_s": _rounded(phases),
         "report": report.to_dict(),  # placed into the record by the parent (harness.run.runner)
     }
+
+
+def _accuracy_outputs(run, x: dict, batch: int, payload: dict, artifact):
+    """Every eval sample's output through the timed session: a full pass, or a stored pass of
+    the same system verified on a random share of whole chunks (harness.run.accuracy_store)."""
+    import os
+
+    from harness.run import accuracy_store
+
+    seed = int.from_bytes(os.urandom(4), "little")
+    out, source = accuracy_store.outputs(run, x, batch, payload=payload, artifact=artifact, seed=seed)
+    if source["kind"] == "verified":
+        source["seed"] = seed
+    return out, source
+
+
+def _rounded(phases: dict) -> dict:
+    return {k: round(float(v), 4) for k, v in phases.items()}
 
 
 def _loadgen_driver(payload, session, ev, artifact, scenario, batch, sc_opts, stats, bench_value=None):
@@ -222,7 +265,7 @@ def _loadgen_driver(payload, session, ev, artifact, scenario, batch, sc_opts, st
 
 
 def _generator_case(payload, session, artifact, ev, settings, scenario, batch, sc_opts, threads, concurrency,
-                    prepare_s):
+                    prepare_s, phases):
     """Offline / server / multi-stream through bench's load generator (see harness.run.scenario_case)."""
     from harness.measure import accuracy as acc
     from harness.run import scenario_case as scase
@@ -234,13 +277,16 @@ def _generator_case(payload, session, artifact, ev, settings, scenario, batch, s
     # the window spans a warm-up, a peak search and the integrity checks: no per-inference energy yet
     energy = {"available": False, "reason": "energy is not measured for load-generator scenarios yet"}
     logged = res.pop("_logged")
+    phases.update(res.pop("_phases", {}))
+    t_ph = time.perf_counter()
     run, sync = session.run, session.synchronize
-    outputs = acc.run_eval(lambda x: (run(x), sync())[0], ev["x"], batch)
+    outputs, source = _accuracy_outputs(lambda x: (run(x), sync())[0], ev["x"], batch, payload, artifact)
     ref_meta = artifact.meta.get("reference") or {}
     metric = payload.get("metric") or ("top1" if ev["labels"] is not None else "top1_agreement")
     baseline = ref_meta.get("value") if metric == "top1" else None
     accuracy = acc.evaluate(outputs, labels=ev["labels"], reference=ev["reference"], baseline_value=baseline,
                             gate=payload.get("gate"), metric=metric, **_task_args(artifact, ev, outputs, payload))
+    accuracy["source"] = source
     in_window = scase.in_window_accuracy(logged, outputs, ev["labels"], reference=ev["reference"])
     v = res["validity"]
     if accuracy["passed"] is False:
@@ -253,11 +299,16 @@ def _generator_case(payload, session, artifact, ev, settings, scenario, batch, s
                             + (f", and they are less accurate ({in_window['logged_accuracy']} vs "
                                f"{in_window['accuracy_pass']})" if in_window.get("batch_dependent") else ""))
     res["generator"]["integrity"]["in_window_accuracy"] = in_window
+    phases["accuracy"] = time.perf_counter() - t_ph
+    t_ph = time.perf_counter()
     lg_summary = _loadgen_driver(payload, session, ev, artifact, scenario, batch, sc_opts, res["latency_ns"],
                                  bench_value=(res["headline"] or {}).get("value"))
+    if lg_summary is not None:
+        phases["loadgen"] = time.perf_counter() - t_ph
     report = session_report(session)
     session.close()
     res["warmup"] = {**res["warmup"], "prepare_s": prepare_s}
+    res["phases_s"] = _rounded(phases)
     return {
         "status": "ok" if v["valid"] else "invalid",
         "reason": None if v["valid"] else "; ".join(v["reasons"]),

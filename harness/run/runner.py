@@ -33,6 +33,7 @@ class RunOptions:
     case_timeout_s: float | None = None
     backend_options: dict = field(default_factory=dict)
     rebuild: bool = False
+    fresh_accuracy: bool = False  # run every accuracy pass in full (no verified reuse: harness.run.accuracy_store)
     argv: list[str] = field(default_factory=list)
     user_models: list[str] = field(default_factory=list)  # *.onnx files / package.module:factory
     input_shapes: list[str] = field(default_factory=list)  # NAME=1x3x224x224, for user_models
@@ -608,6 +609,7 @@ def _payload(pc, art, backend, settings, threads, suite, opts, *, accuracy: bool
         # the parent resolved the backend; the worker loads that very class (no second discovery)
         "backend_ref": f"{type(backend).__module__}:{type(backend).__qualname__}",
         "accuracy": bool(accuracy),
+        "fresh_accuracy": bool(opts.fresh_accuracy),
     }
     if art.meta.get("kind") == "llm":  # generation workload: the suite's lengths, requests, gates
         payload.update(kind="llm", generation=suite.data.get("generation") or {})

@@ -80,23 +80,25 @@ def run(session, *, scenario: str, batch: int, data: dict, measure_settings, opt
     delay_ns = int(float(opts.get("max_queue_delay_us") or 0) * 1000) if scenario == "server" else 0
     sut = SessionSUT(session.run, data, batch=batch, concurrency=conc["used"], inline=inline,
                      max_queue_delay_ns=delay_ns, log_every=LOG_EVERY, sync=sync)
+    phases = {}
+    t_ph = time.perf_counter()
     try:
-        # warm-up and a service-time estimate: inline queries of one batch, at least 0.05 s and 10 runs
-        t_end = time.perf_counter() + max(0.05, min(1.0, float(measure_settings.warmup_min_time_s)))
-        times = []
-        i = 0
-        while len(times) < 10 or time.perf_counter() < t_end:
-            idx = range(i % n_samples, i % n_samples + 1) if batch == 1 else [(i + j) % n_samples for j in range(batch)]
-            t0 = time.perf_counter_ns()
-            session.run(sut.inputs_for(idx))
+        # warm-up, service-time estimate and the caching check (MLPerf TEST04-like) in one:
+        # inline queries of one batch, pairs of a distinct and a repeated batch (scenarios.caching_check)
+        def run_query(q: range) -> None:
+            session.run(sut.inputs_for(q))
             if sync:
                 sync()
-            times.append(time.perf_counter_ns() - t0)
-            i += 1
-            if len(times) > 100_000:
-                break
+
+        caching = sc.caching_check(run_query, n_samples, batch,
+                                   min_time_s=max(0.25, min(1.0, float(measure_settings.warmup_min_time_s))))
+        times = caching.pop("distinct_ns")
+        if not times:  # too few samples for distinct batches: time the repeated one
+            times = [_timed(run_query, range(0, batch)) for _ in range(4)]
         service_ns = float(np.median(times))
-        warm = {"iterations": len(times), "service_p50_ns": service_ns}
+        warm = {"iterations": 2 * caching.get("pairs", 2) + 2, "service_p50_ns": service_ns}
+        phases["warmup"] = time.perf_counter() - t_ph
+        t_ph = time.perf_counter()
         steps = []
         out: dict = {}
         if scenario == "server":
@@ -156,10 +158,7 @@ def run(session, *, scenario: str, batch: int, data: dict, measure_settings, opt
         validity = {k: list(v) if isinstance(v, list) else v for k, v in result["validity"].items()}
         logged = sc.logged_responses(sut.responses)
         errors = list(sut.errors)
-        # integrity (MLPerf TEST04-like): does a repeated sample come back suspiciously fast?
-        check_sut = sut if not sut.threaded else SessionSUT(session.run, data, batch=batch, inline=True, sync=sync)
-        caching = sc.caching_check(check_sut, settings, n_samples,
-                                   queries=int(min(400, max(16, 0.25e9 / max(service_ns, 1.0)))))
+        phases["measure"] = time.perf_counter() - t_ph
     finally:
         sut.close()
     if errors:
@@ -192,8 +191,15 @@ def run(session, *, scenario: str, batch: int, data: dict, measure_settings, opt
             "integrity": {"caching": caching},
         },
         "_logged": logged,
+        "_phases": phases,
     })
     return out
+
+
+def _timed(fn, arg) -> int:
+    t0 = time.perf_counter_ns()
+    fn(arg)
+    return time.perf_counter_ns() - t0
 
 
 def in_window_accuracy(logged, accuracy_outputs: np.ndarray, labels: np.ndarray | None, *,

@@ -329,7 +329,7 @@ def score(outputs: np.ndarray, task: dict) -> dict:
     * ``wordsim_spearman``: Spearman's rank correlation between cos(e(w1), e(w2)) (each word
       encoded alone) and the human scores of the 353 WordSim pairs (ties: average ranks).
     """
-    from scipy.stats import spearmanr
+    from harness.measure.accuracy import spearman
 
     out = {}
     if "sentiment_rows" in task:
@@ -341,7 +341,7 @@ def score(outputs: np.ndarray, task: dict) -> dict:
         out["sentiment_accuracy"] = float((pred == np.asarray(task["sentiment_labels"])).mean())
     if "wordsim_a" in task:
         sims = _cos_rows(outputs, np.asarray(task["wordsim_a"]), np.asarray(task["wordsim_b"]))
-        out["wordsim_spearman"] = float(spearmanr(sims, np.asarray(task["wordsim_human"])).statistic)
+        out["wordsim_spearman"] = spearman(sims, np.asarray(task["wordsim_human"]))
     return out
 
 
