@@ -359,3 +359,14 @@ def test_unbracketed_peak_is_said_to_be_a_lower_bound(monkeypatch):
                             opts={"min_queries": 20}, threads_per_query=1, requested_concurrency=1)
     assert res["headline"]["metric"] == "max_qps" and res["headline"]["value"] == 200.0
     assert any(w.startswith("peak_not_bracketed") for w in res["validity"]["warnings"]), res["validity"]
+
+
+def test_a_server_step_cut_by_the_search_budget_is_judged_too_few_queries():
+    vt = _VirtualTime()
+    sut = _QueueSUT(0.002, vt)
+    s = sc.ScenarioSettings(scenario="server", latency_bound_ms=40, min_duration_s=1.0, max_duration_s=10)
+    full = sc.run_server(sut, 100.0, s, 4, clock=vt.clock, sleep=vt.sleep)
+    assert full["summary"]["queries"] == 600 and full["validity"]["valid"], full["validity"]
+    cut = sc.run_server(sut, 100.0, s, 4, max_queries=50, clock=vt.clock, sleep=vt.sleep)
+    assert cut["summary"]["queries"] == 50
+    assert not cut["validity"]["valid"] and any(r.startswith("too_few_queries") for r in cut["validity"]["reasons"])

@@ -186,11 +186,15 @@ def run_multi_stream(sut, settings: ScenarioSettings, n_samples: int, **kw) -> d
 
 
 def run_server(sut, qps: float, settings: ScenarioSettings, n_samples: int, *, seed: int | None = None,
-               clock=time.perf_counter_ns, sleep=time.sleep) -> dict:
+               max_queries: int | None = None, clock=time.perf_counter_ns, sleep=time.sleep) -> dict:
     """One open-loop run at ``qps``: n = max(min queries, qps x min duration) queries, but no more
-    than qps x max duration unless the minimum count needs them (MLPerf: both minima must hold)."""
+    than qps x max duration unless the minimum count needs them (MLPerf: both minima must hold).
+    ``max_queries`` caps n (the time a search has left): a run cut below the minimum count is
+    judged like any other, ``too_few_queries``."""
     n = max(settings.need_queries, math.ceil(qps * settings.min_duration_s))
     n = max(1, min(n, max(settings.need_queries, math.ceil(qps * settings.max_duration_s))))
+    if max_queries is not None:
+        n = max(1, min(n, int(max_queries)))
     arrivals = lg.poisson_schedule(qps, n, settings.seed if seed is None else seed)
     log = lg.run_open_loop(sut, arrivals, _cycle(n_samples, 1), clock=clock, sleep=sleep)
     log.target_qps = float(qps)
