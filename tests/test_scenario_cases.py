@@ -143,3 +143,13 @@ def test_accuracy_pass_is_stored_then_verified_and_fresh_on_request(tmp_path):
     fresh, cases = sources("--fresh-accuracy")
     assert {s["kind"] for s in fresh.values()} == {"pass"}
     assert {c["accuracy"]["value"] for c in cases.values()} == {value}
+
+
+def test_a_bound_below_one_querys_own_time_says_no_load_can_meet_it(tmp_path, bench_cache):
+    out = tmp_path / "out"
+    proc = run_bench(["run", "--suite", "smoke", "--scenario", "server", "--latency-bound", "0.0001", "--out", str(out),
+                      "-q", *SHORT], cwd=tmp_path, env=bench_env(cache=bench_cache))
+    assert proc.returncode == 1, proc.stderr
+    c = _record(out)["cases"][0]
+    assert c["status"] == "invalid" and c["headline"] is None
+    assert "no load can meet the bound" in c["reason"] and c["reason"].startswith("latency_bound")

@@ -138,8 +138,12 @@ def run(session, *, scenario: str, batch: int, data: dict, measure_settings, opt
             result = chosen["_run"]
             if best is None:
                 result = dict(result)
+                alone = ""
+                if service_ns >= settings.bound_ns:  # no load meets it: say so rather than blame the load
+                    alone = (f" (one query alone takes {service_ns / 1e6:.3g} ms on the {threads_per_query} "
+                             f"thread(s) a query gets at concurrency {conc['used']}: no load can meet the bound)")
                 result["validity"] = {"valid": False, "reasons": ["latency_bound: no QPS tried kept the p99 within "
-                                                                  f"{settings.bound_ns / 1e6:g} ms"] +
+                                                                  f"{settings.bound_ns / 1e6:g} ms{alone}"] +
                                       [r for r in result["validity"]["reasons"] if not r.startswith("latency_bound")],
                                       "warnings": result["validity"]["warnings"]}
             if metric == "max_qps" and best is not None and not any(
