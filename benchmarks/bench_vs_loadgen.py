@@ -3,6 +3,9 @@
     pip install mlcommons-loadgen
     python benchmarks/bench_vs_loadgen.py [--model mlp-digits] [--seconds 5]
     python benchmarks/bench_vs_loadgen.py --scenario server [--bound-ms 15] [--concurrency 2] [--seconds 1]
+    (--pairs N: bench/LoadGen pairs in ABBA order, default 4; both the pooled ratio and the median
+    of the per-pair ratios are printed -- the median is robust to one pair run while the machine's
+    speed changed)
 
 Server: both drivers search the highest QPS that stays valid with the same bound (p99), the same
 minimum duration and query count, on the same SUT adapter (bench's worker threads around the
@@ -24,6 +27,7 @@ import argparse
 import array
 import itertools
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -89,7 +93,7 @@ def server(args) -> None:
     start = 0.5 * burst.samples[0] / (burst.duration_ns() / 1e9)
     rows = []
     try:
-        for driver in ("bench", "loadgen", "bench", "loadgen"):
+        for driver in _order(args.pairs):
             if driver == "bench":
                 best, steps = sc.search_peak(lambda q: sc.run_server(sut, q, s, n)["validity"], start,
                                              tolerance=s.search_tolerance, max_steps=s.search_max_steps)
@@ -108,8 +112,29 @@ def server(args) -> None:
         sut.close()
     b = sum(r[1] for r in rows if r[0] == "bench")
     g = sum(r[1] for r in rows if r[0] == "loadgen")
+    pairs = _pair_ratios(rows, 1)
     print(f"{args.model} server (concurrency {args.concurrency}, bound {args.bound_ms:g} ms): bench/LoadGen max-QPS "
-          f"ratio {b / g if g else float('nan'):.3f}")
+          f"ratio {b / g if g else float('nan'):.3f} pooled, {statistics.median(pairs):.3f} median of the "
+          f"{len(pairs)} pairs ({', '.join(f'{x:.2f}' for x in pairs)})")
+
+
+def _order(pairs: int) -> list[str]:
+    """ABBA: pair k runs bench first when k is even, LoadGen first when odd, so a machine that
+    drifts during the comparison does not favour one driver."""
+    out = []
+    for k in range(pairs):
+        out += ["bench", "loadgen"] if k % 2 == 0 else ["loadgen", "bench"]
+    return out
+
+
+def _pair_ratios(rows: list, col: int) -> list[float]:
+    """bench / LoadGen per pair (consecutive rows): the median of these is robust to one pair
+    measured while the machine's speed changed (this VM's moves by up to 2x within an hour)."""
+    out = []
+    for a, b in zip(rows[0::2], rows[1::2]):
+        bench, lg = (a, b) if a[0] == "bench" else (b, a)
+        out.append(bench[col] / lg[col] if lg[col] else float("nan"))
+    return out
 
 
 def main() -> None:
@@ -120,6 +145,7 @@ def main() -> None:
     ap.add_argument("--scenario", choices=["single-stream", "server"], default="single-stream")
     ap.add_argument("--bound-ms", type=float, default=15.0)
     ap.add_argument("--concurrency", type=int, default=2)
+    ap.add_argument("--pairs", type=int, default=4, help="bench/LoadGen pairs, ABBA order (default 4)")
     args = ap.parse_args()
     if args.scenario == "server":
         return server(args)
@@ -143,12 +169,13 @@ def main() -> None:
     settings = MeasureSettings(min_time_s=args.seconds, max_time_s=args.seconds * 2, target_ci=0.002)
     warm_up(step, settings)
     rows = []
-    for order in ("bench", "loadgen", "bench", "loadgen"):
+    expected = summarize(measure(step, settings).samples_ns)["p50"]  # LoadGen's expected latency
+    for order in _order(args.pairs):
         if order == "bench":
             st = summarize(measure(step, settings).samples_ns)
             rows.append(("bench", st["p50"], st["p90"]))
         else:
-            lg = loadgen_single_stream(run, pool, args.seconds, expected_ns=rows[0][1])
+            lg = loadgen_single_stream(run, pool, args.seconds, expected_ns=expected)
             rows.append(("loadgen", lg["p50"], lg["p90"]))
     for name, p50, p90 in rows:
         print(f"{name:8s} p50 {p50 / 1e3:9.2f} µs   p90 {p90 / 1e3:9.2f} µs")
@@ -157,8 +184,11 @@ def main() -> None:
     p50_ratio = sum(x[1] for x in b) / sum(x[1] for x in g)
     p90_ratio = sum(x[2] for x in b) / sum(x[2] for x in g)
     diff_p50 = (sum(x[1] for x in g) - sum(x[1] for x in b)) / len(b)
-    print(f"{args.model}: bench/LoadGen p50 ratio {p50_ratio:.3f}, p90 ratio {p90_ratio:.3f} "
+    print(f"{args.model}: bench/LoadGen p50 ratio {p50_ratio:.3f}, p90 ratio {p90_ratio:.3f} pooled "
           f"(LoadGen - bench p50 = {diff_p50 / 1e3:.2f} µs; on micro-models this is LoadGen's per-query callback cost)")
+    p90s = _pair_ratios(rows, 2)
+    print(f"{args.model}: p90 ratio per pair {', '.join(f'{x:.3f}' for x in p90s)}; median "
+          f"{statistics.median(p90s):.3f}; p50 median {statistics.median(_pair_ratios(rows, 1)):.3f}")
 
 
 if __name__ == "__main__":
