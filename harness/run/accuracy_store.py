@@ -109,8 +109,8 @@ def verify_chunks(n: int, batch: int, seed: int, *, min_samples: int = MIN_VERIF
 
 
 def matches(y: np.ndarray, r: np.ndarray, *, rtol: float = RTOL) -> np.ndarray:
-    """Per row: argmax equal (multi-column outputs) and |y - r| <= rtol x max|r| + 1e-6 (the
-    in-window check's rule, :func:`harness.run.scenario_case.in_window_accuracy`)."""
+    """Per row: argmax equal (multi-column outputs) and |y - r| <= rtol x max|r| + 1e-6, max over
+    all of ``r`` (also the in-window check's rule: :func:`harness.run.scenario_case.in_window_accuracy`)."""
     y2 = y.reshape(len(y), -1).astype(np.float64)
     r2 = r.reshape(len(r), -1).astype(np.float64)
     scale = float(np.abs(r2).max()) if r2.size else 0.0

@@ -233,14 +233,13 @@ def in_window_accuracy(logged, accuracy_outputs: np.ndarray, labels: np.ndarray 
     """
     if logged is None:
         return None
+    from harness.run.accuracy_store import matches
+
     idx, outputs = logged
     ref = accuracy_outputs[idx]
     y = outputs.reshape(len(outputs), -1).astype(np.float64)
     r = ref.reshape(len(ref), -1).astype(np.float64)
-    scale = float(np.abs(r).max()) if r.size else 0.0
-    close = (np.abs(y - r) <= rtol * scale + 1e-6).all(axis=1)
-    if y.shape[1] > 1:
-        close &= y.argmax(1) == r.argmax(1)
+    close = matches(y, r, rtol=rtol)  # the accuracy store's verification uses the same rule
     agreement = float(close.mean())
     out = {"n_samples": int(len(idx)), "agreement": agreement, "min_agreement": min_agreement,
            "max_abs_diff": float(np.abs(y - r).max()), "passed": bool(agreement >= min_agreement)}
