@@ -1,11 +1,19 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+# The Ctrl-C tests send SIGINT to a child as a terminal would. A test run started in the background
+# (nohup, `cmd &` in a script without job control) inherits SIGINT *ignored*, and its children would
+# inherit that and never see the Ctrl-C (seen: three such tests hung when .ci/run ran as a background job).
+# A handler, unlike "ignored", is reset to the default on exec: children start as from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = Path(__file__).resolve().parents[1]
 
