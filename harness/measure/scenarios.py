@@ -315,8 +315,9 @@ def caching_check(run_query: Callable[[range], object], n_samples: int, batch: i
     every repeat, while a system still warming up (this check is the scenario's warm-up: the first
     pairs may still be filling arenas and caches; seen: EfficientNet fp16 at batch 8, ratio 0.73
     over 4 pairs) is not in the later pairs.
-    Needs ``n_samples >= batch + 1`` (else ``passed`` is None). ``distinct_ns``: the distinct
-    queries' latencies, the honest service-time sample of the warm-up.
+    Needs ``n_samples >= batch + 1`` (else ``passed`` is None). ``queries``: how many it ran (the
+    warm-up's length); ``distinct_ns``: the distinct queries' latencies, the honest service-time
+    sample of the warm-up.
     """
     n_samples, batch = int(n_samples), max(1, int(batch))
     same_q = range(0, batch)
@@ -324,7 +325,7 @@ def caching_check(run_query: Callable[[range], object], n_samples: int, batch: i
         for _ in range(settle + 2 * min_pairs):
             run_query(same_q)
         return {"passed": None, "reason": f"{n_samples} samples for queries of {batch}: no distinct batch to compare",
-                "distinct_ns": []}
+                "queries": settle + 2 * min_pairs, "distinct_ns": []}
     span = n_samples - batch  # distinct batches start at 1..span, never at 0 (the same batch)
     for k in range(settle):
         run_query(range(1 + k % span, 1 + k % span + batch))
@@ -347,7 +348,7 @@ def caching_check(run_query: Callable[[range], object], n_samples: int, batch: i
     return {"passed": bool(not (ratio < 1 - threshold and ratio_late < 1 - threshold)), "ratio": ratio,
             "ratio_late": ratio_late, "threshold": threshold,
             "same_p50_ns": float(np.median(same)), "distinct_p50_ns": float(np.median(distinct)),
-            "pairs": k, "batch": batch, "distinct_ns": distinct}
+            "pairs": k, "queries": settle + 2 * k, "batch": batch, "distinct_ns": distinct}
 
 
 def logged_responses(responses: Sequence[tuple[Sequence[int], np.ndarray]]) -> tuple[np.ndarray, np.ndarray] | None:

@@ -93,10 +93,12 @@ def run(session, *, scenario: str, batch: int, data: dict, measure_settings, opt
         caching = sc.caching_check(run_query, n_samples, batch,
                                    min_time_s=max(0.25, min(1.0, float(measure_settings.warmup_min_time_s))))
         times = caching.pop("distinct_ns")
+        warm_queries = caching["queries"]
         if not times:  # too few samples for distinct batches: time the repeated one
             times = [_timed(run_query, range(0, batch)) for _ in range(4)]
+            warm_queries += len(times)
         service_ns = float(np.median(times))
-        warm = {"iterations": 2 * caching.get("pairs", 2) + 2, "service_p50_ns": service_ns}
+        warm = {"iterations": warm_queries, "service_p50_ns": service_ns}
         phases["warmup"] = time.perf_counter() - t_ph
         t_ph = time.perf_counter()
         steps = []
