@@ -161,7 +161,7 @@ def test_smoke_on_ray_same_cases_as_local_with_node_fingerprints_and_scaling(clu
     for c in [*lrec["cases"], *rcases]:  # measured on both; on this shared 2-core machine a timing window
         assert c["status"] in ("ok", "invalid"), (c["case_id"], c["reason"])  # may be flagged unstable
         if c["status"] == "invalid":
-            assert c["reason"].startswith(("unstable", "ci_not_reached")), c["reason"]
+            assert c["reason"].startswith(("unstable", "ci_not_reached", "headline_percentile")), c["reason"]
         assert c["accuracy"]["passed"]
     node_ids = {cluster["a"].node_id, cluster["b"].node_id}
     fleet_ids = {r["executor"]["fleet_run_id"] for r in recs}

@@ -166,3 +166,73 @@ def test_dynamic_batching_merges_queued_queries_and_splits_outputs():
     assert max(sut.batch_sizes) > 1  # queued queries were run together
     for idx, out in sut.responses:  # each query got its own rows back
         assert out[:, 0].tolist() == [10.0 * i for i in idx]
+
+
+def test_covering_schedule_spans_the_minimum_duration_and_count():
+    qps, span, need = 5000.0, 200_000_000, 300  # 0.2 s at 5,000 QPS: ~1,000 arrivals
+    fixed_short = 0
+    for seed in range(40):
+        t = lg.poisson_schedule_covering(qps, span, need, rng=seed)
+        assert t[-1] - t[0] >= span and len(t) >= need
+        assert t[-2] - t[0] < span  # no more than needed: the first arrival at or past the span ends it
+        # same process as poisson_schedule: same seed, same leading arrivals
+        assert np.array_equal(t[:100], lg.poisson_schedule(qps, 100, rng=seed)[:100])
+        # the old sizing (ceil(qps x T) arrivals) falls short of T about half of the time
+        f = lg.poisson_schedule(qps, int(np.ceil(qps * span / 1e9)), rng=seed)
+        fixed_short += f[-1] - f[0] < span
+    assert 8 <= fixed_short <= 32
+    # the count rule alone: a long minimum count at a short span
+    t = lg.poisson_schedule_covering(qps, 1_000_000, 2000, rng=1)
+    assert len(t) == 2000
+    # a cap (a search's remaining time) wins over both
+    assert len(lg.poisson_schedule_covering(qps, span, need, rng=1, max_n=50)) == 50
+    with pytest.raises(ValueError, match="target QPS must be > 0"):
+        lg.poisson_schedule_covering(0.0, span, need)
+
+
+def test_server_run_is_never_too_short_by_chance():
+    from harness.measure import scenarios as sc
+
+    s = sc.ScenarioSettings(scenario="server", min_duration_s=0.05, max_duration_s=0.2, latency_bound_ms=1000,
+                            min_queries=100)
+    for seed in range(12):  # 50,000 QPS x 0.05 s = 2,500 queries: the duration rule decides the count
+        r = sc.run_server(lg.NullSUT(), 50_000.0, s, 10, seed=seed)
+        assert not any(x.startswith("too_short") for x in r["validity"]["reasons"]), r["validity"]
+        assert r["summary"]["duration_s"] >= 0.05
+
+
+class _ThreadedSUT:
+    threaded = True
+
+    def issue(self, qid, samples, done):
+        t = time.perf_counter_ns()
+        done(qid, t, t)
+
+
+def test_generator_sleeps_for_threaded_systems_and_spins_for_inline_ones():
+    # a spinning generator holds the GIL the system's worker threads need (and a core): it waits
+    # by sleeping for a threaded SUT; an inline SUT has no other thread, so it spins for precision
+    arr = lg.poisson_schedule(2000.0, 50, rng=0)
+    slack = lg._timer_slack(None)
+    assert lg.run_open_loop(_ThreadedSUT(), arr, lambda i: (0,)).extra["wait"] == "sleep"
+    assert lg.run_open_loop(lg.NullSUT(), arr, lambda i: (0,)).extra["wait"] == "spin"
+    assert lg.run_open_loop(_ThreadedSUT(), arr, lambda i: (0,), spin_ns=100_000).extra["wait"] == "spin"
+    assert slack is None  # asking for None changes nothing
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="prctl timer slack is Linux's")
+def test_timer_slack_is_set_for_the_run_and_restored():
+    import ctypes
+
+    libc = ctypes.CDLL(None)
+    before = libc.prctl(30, 0, 0, 0, 0)
+    seen = []
+
+    class _Probe(_ThreadedSUT):
+        def issue(self, qid, samples, done):
+            seen.append(libc.prctl(30, 0, 0, 0, 0))  # issue runs in the generator's thread
+            super().issue(qid, samples, done)
+
+    lg.run_open_loop(_Probe(), lg.poisson_schedule(2000.0, 5, rng=0), lambda i: (0,))
+    assert seen and set(seen) == {1}
+    assert libc.prctl(30, 0, 0, 0, 0) == before

@@ -141,6 +141,10 @@ def test_p90_without_ci_is_invalid_even_above_the_count():
     st = dict(st, p90_ci=None)
     v = verdict(st, "converged", s, scenario="single-stream", samples=x)
     assert any(r.startswith("headline_percentile: too few samples (60)") for r in v["reasons"])
+    # strongly autocorrelated samples: the reason says the effective count is what was short
+    v = verdict(dict(st, n_eff=6.5), "converged", s, scenario="single-stream", samples=x)
+    (r,) = [r for r in v["reasons"] if r.startswith("headline_percentile")]
+    assert "effective sample size of the median 6.5" in r
 
 
 def test_unsettled_warmup_is_reported():

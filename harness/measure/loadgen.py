@@ -45,6 +45,7 @@ __all__ = [
     "SUT",
     "QueryLog",
     "poisson_schedule",
+    "poisson_schedule_covering",
     "run_open_loop",
     "run_closed_loop",
     "run_burst",
@@ -154,6 +155,34 @@ def poisson_schedule(qps: float, n: int, rng: np.random.Generator | int | None =
     return (start_ns + np.round(np.cumsum(gaps))).astype(np.int64)
 
 
+def poisson_schedule_covering(qps: float, min_span_ns: int, min_n: int,
+                               rng: np.random.Generator | int | None = 0, max_n: int | None = None) -> np.ndarray:
+    """A Poisson schedule (as :func:`poisson_schedule`) that is long enough: arrivals are drawn
+    until the span from the first to the last arrival reaches ``min_span_ns`` **and** there are
+    at least ``min_n`` of them (MLPerf LoadGen generates its Server schedule with the same two
+    conditions: the minimum duration and the minimum query count), then cut to ``max_n``.
+
+    A fixed count of ceil(qps x T) arrivals spans less than T about half of the time (the sum of
+    n exponential gaps of mean T/n is below T with probability ~1/2), so a run sized that way
+    fails a minimum-duration rule by chance, at some loads and not others, whatever the system.
+    The same ``rng`` seed gives the same leading arrivals as :func:`poisson_schedule`.
+    """
+    if not qps > 0 or not math.isfinite(qps):
+        raise ValueError(f"target QPS must be > 0, got {qps!r}")
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    mean = _NS / qps
+    gaps = rng.exponential(mean, size=max(int(min_n), math.ceil(min_span_ns / mean * 1.05) + 32))
+    t = np.cumsum(gaps)
+    while t[-1] - t[0] < min_span_ns or len(t) < min_n:
+        more = rng.exponential(mean, size=max(64, len(t) // 4))
+        t = np.concatenate([t, t[-1] + np.cumsum(more)])
+    k = int(np.searchsorted(t - t[0], min_span_ns, side="left")) + 1  # first arrival at or past the span
+    n = max(int(min_n), min(k, len(t)))
+    if max_n is not None:
+        n = max(1, min(n, int(max_n)))
+    return np.round(t[:n]).astype(np.int64)
+
+
 class _Recorder:
     """Completion bookkeeping shared by the drivers; ``done`` is safe from any thread."""
 
@@ -199,27 +228,57 @@ def _log(mode, sched, issued, rec: _Recorder, samples, t0, target_qps=None, **ex
                     target_qps=target_qps, extra=extra)
 
 
+def _timer_slack(ns: int | None) -> int | None:
+    """Set the calling thread's timer slack (Linux ``prctl(PR_SET_TIMERSLACK)``); return the old one.
+
+    A sleeping thread is woken up to ``slack`` after its deadline (default 50 µs): the kernel
+    groups wake-ups. The generator's sleeps ask for 1 ns so a sleep-based wait lands within the
+    scheduler's wake-up latency (~10 µs on an idle core) instead. ``None`` (or a platform without
+    prctl) changes nothing and returns None.
+    """
+    if ns is None or not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        old = int(libc.prctl(30, 0, 0, 0, 0))  # PR_GET_TIMERSLACK
+        if old <= 0 or libc.prctl(29, max(1, int(ns)), 0, 0, 0) != 0:  # PR_SET_TIMERSLACK
+            return None
+        return old
+    except (OSError, AttributeError):
+        return None
+
+
 def run_open_loop(sut, arrivals_ns: np.ndarray, sample_of: Callable[[int], Sequence[int]], *,
                   clock: Clock = time.perf_counter_ns, lead_ns: int = 1_000_000,
-                  spin_ns: int = 200_000, yield_gil: bool | None = None, drain_timeout_s: float = 60.0,
+                  spin_ns: int | None = None, yield_gil: bool | None = None, drain_timeout_s: float = 60.0,
                   sleep: Callable[[float], None] = time.sleep, switch_s: float = 5e-5) -> QueryLog:
     """Issue query ``i`` at ``t0 + lead_ns + arrivals_ns[i]``, never waiting for completions.
 
-    Waiting for an arrival: sleep until ``spin_ns`` before it (the GIL is free meanwhile), then
-    spin on the clock. With a ``threaded`` SUT (worker threads in this process) the
-    interpreter's switch interval is lowered to ``switch_s`` for the run, so a worker that
-    needs the GIL while the generator spins waits at most that long (CPython's default is
-    5 ms); ``yield_gil=True`` instead calls ``time.sleep(0)`` in the spin (gives the CPU away:
-    on a loaded machine the generator then wakes up milliseconds late). A query
-    whose time has passed is issued at once and keeps its scheduled time. After the last
-    issue, waits up to ``drain_timeout_s`` for completions (never-completed queries keep
-    completed = -1 and the caller marks the run invalid). ``clock`` and ``sleep`` are injectable
-    (tests drive the generator in virtual time).
+    Waiting for an arrival: sleep until ``spin_ns`` before it (the GIL and the CPU are free
+    meanwhile; the thread's timer slack is 1 ns for the run, see :func:`_timer_slack`), then spin
+    on the clock. ``spin_ns`` defaults to 200 µs for a SUT that runs queries inline and to **0**
+    for a ``threaded`` SUT (worker threads in this process): a generator spinning in Python holds
+    the GIL, and every time a worker needs it (to take a query, after ``run`` returns) it waits
+    for the spinner to be asked to drop it, and the spin takes a core the system's own threads
+    could use. On a 2-core machine with a 0.12 ms model that capped the system ~20 % below what
+    MLPerf LoadGen (whose C++ issue thread sleeps without the GIL) measured on the same SUT; a
+    sleeping generator costs instead a wake-up latency, which the query log records as
+    scheduling error (issued - scheduled). With a ``threaded`` SUT the interpreter's switch
+    interval is also lowered to ``switch_s`` for the run (CPython's default is 5 ms), so a worker
+    never waits long for a GIL held by another Python thread. ``yield_gil=True`` calls
+    ``time.sleep(0)`` in the spin instead of a pure spin. A query whose time has passed is issued
+    at once and keeps its scheduled time. After the last issue, waits up to ``drain_timeout_s``
+    for completions (never-completed queries keep completed = -1 and the caller marks the run
+    invalid). ``clock`` and ``sleep`` are injectable (tests drive the generator in virtual time).
     """
     arrivals = np.asarray(arrivals_ns, dtype=np.int64)
     n = len(arrivals)
     threaded = bool(getattr(sut, "threaded", False))
     yield_gil = bool(yield_gil)
+    if spin_ns is None:
+        spin_ns = 0 if threaded else 200_000
     rec = _Recorder(n)
     done = rec.done
     issue = sut.issue
@@ -228,6 +287,7 @@ def run_open_loop(sut, arrivals_ns: np.ndarray, sample_of: Callable[[int], Seque
     old_switch = sys.getswitchinterval()
     if threaded:
         sys.setswitchinterval(switch_s)  # a worker waits at most this long for the GIL
+    old_slack = _timer_slack(1) if sleep is time.sleep else None
     try:
         t0 = clock()
         sched = (arrivals + (t0 + lead_ns)).tolist()
@@ -250,7 +310,9 @@ def run_open_loop(sut, arrivals_ns: np.ndarray, sample_of: Callable[[int], Seque
         rec.all_done.wait(drain_timeout_s)
     finally:
         sys.setswitchinterval(old_switch)
-    return _log("open", sched, issued, rec, samples, t0, target_qps=None)
+        _timer_slack(old_slack)
+    return _log("open", sched, issued, rec, samples, t0, target_qps=None, spin_ns=int(spin_ns),
+                wait="spin" if spin_ns > 0 else "sleep")
 
 
 def run_closed_loop(sut, sample_of: Callable[[int], Sequence[int]], *, min_queries: int, min_duration_s: float,

@@ -117,6 +117,8 @@ def summarize_log(log: lg.QueryLog, settings: ScenarioSettings) -> dict:
         err = log.schedule_error_ns()
         out["schedule_error_ns"] = {"p50": float(np.median(err)), "p99": float(np.percentile(err, 99)),
                                     "max": int(err.max()), "mean": float(err.mean())}
+        if "wait" in log.extra:
+            out["generator_wait"] = log.extra["wait"]  # "spin" or "sleep" (loadgen.run_open_loop)
         if settings.scenario == "server":
             out["over_bound"] = int((lat > settings.bound_ns).sum())
     return out
@@ -187,15 +189,12 @@ def run_multi_stream(sut, settings: ScenarioSettings, n_samples: int, **kw) -> d
 
 def run_server(sut, qps: float, settings: ScenarioSettings, n_samples: int, *, seed: int | None = None,
                max_queries: int | None = None, clock=time.perf_counter_ns, sleep=time.sleep) -> dict:
-    """One open-loop run at ``qps``: n = max(min queries, qps x min duration) queries, but no more
-    than qps x max duration unless the minimum count needs them (MLPerf: both minima must hold).
-    ``max_queries`` caps n (the time a search has left): a run cut below the minimum count is
-    judged like any other, ``too_few_queries``."""
-    n = max(settings.need_queries, math.ceil(qps * settings.min_duration_s))
-    n = max(1, min(n, max(settings.need_queries, math.ceil(qps * settings.max_duration_s))))
-    if max_queries is not None:
-        n = max(1, min(n, int(max_queries)))
-    arrivals = lg.poisson_schedule(qps, n, settings.seed if seed is None else seed)
+    """One open-loop run at ``qps``: Poisson arrivals until the schedule spans the minimum
+    duration and holds the minimum query count (:func:`loadgen.poisson_schedule_covering`, LoadGen's
+    rule: both minima must hold). ``max_queries`` caps the count (the time a search has left): a
+    run cut below the minimum count is judged like any other, ``too_few_queries``."""
+    arrivals = lg.poisson_schedule_covering(qps, int(settings.min_duration_s * 1e9), settings.need_queries,
+                                            settings.seed if seed is None else seed, max_n=max_queries)
     log = lg.run_open_loop(sut, arrivals, _cycle(n_samples, 1), clock=clock, sleep=sleep)
     log.target_qps = float(qps)
     summary = summarize_log(log, settings)

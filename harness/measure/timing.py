@@ -444,7 +444,10 @@ def verdict(stats: dict | None, stop_reason: str, settings: MeasureSettings, *,
             reasons.append(f"headline_percentile: {n} samples < {need_es} needed to bound the {key} "
                            f"(early stopping at {EARLY_STOPPING_CONFIDENCE:.0%})")
         elif ci is None:
-            reasons.append(f"headline_percentile: too few samples ({n}) for a {100 * conf:.0f}% CI of the {key}")
+            ne = stats.get("n_eff")
+            why = (f" (effective sample size of the median {ne:g}: consecutive latencies are correlated, so "
+                   "they count as fewer independent ones)" if ne is not None and ne < 0.9 * n else "")
+            reasons.append(f"headline_percentile: too few samples ({n}) for a {100 * conf:.0f}% CI of the {key}{why}")
     if warmup_settled is False:
         warnings.append(f"warmup_not_settled: warm-up stopped at its cap ({settings.warmup_max_time_s:g} s) "
                         "without settling")
