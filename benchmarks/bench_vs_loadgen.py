@@ -99,15 +99,16 @@ def server(args) -> None:
                                              tolerance=s.search_tolerance, max_steps=s.search_max_steps)
             else:
                 best, steps = sc.search_peak(
-                    lambda q: {"valid": lg_driver.run_loadgen(sut, scenario="server", n_samples=n,
-                                                              min_duration_s=s.min_duration_s,
-                                                              max_duration_s=s.max_duration_s,
-                                                              min_queries=s.need_queries, target_qps=q,
-                                                              bound_ns=s.bound_ns)["valid"]},
+                    lambda q: _lg_step(lg_driver.run_loadgen(sut, scenario="server", n_samples=n,
+                                                             min_duration_s=s.min_duration_s,
+                                                             max_duration_s=s.max_duration_s,
+                                                             min_queries=s.need_queries, target_qps=q,
+                                                             bound_ns=s.bound_ns)),
                     start, tolerance=s.search_tolerance, max_steps=s.search_max_steps)
             peak = best["qps"] if best else 0.0
             rows.append((driver, peak, len(steps)))
-            print(f"{driver:8s} max QPS at p99 <= {args.bound_ms:g} ms: {peak:10,.0f}  ({len(steps)} steps)", flush=True)
+            print(f"{driver:8s} max QPS at p99 <= {args.bound_ms:g} ms: {peak:10,.0f}  ({len(steps)} steps: "
+                  + ", ".join(_trail(st) for st in steps) + ")", flush=True)
     finally:
         sut.close()
     b = sum(r[1] for r in rows if r[0] == "bench")
@@ -116,6 +117,22 @@ def server(args) -> None:
     print(f"{args.model} server (concurrency {args.concurrency}, bound {args.bound_ms:g} ms): bench/LoadGen max-QPS "
           f"ratio {b / g if g else float('nan'):.3f} pooled, {statistics.median(pairs):.3f} median of the "
           f"{len(pairs)} pairs ({', '.join(f'{x:.2f}' for x in pairs)})")
+
+
+def _lg_step(summary: dict) -> dict:
+    """LoadGen's verdict of one server run, with its p99 as the reason when INVALID."""
+    f = summary.get("fields", {})
+    p99 = f.get("Early stopping 99th percentile estimate") or f.get("99.00 percentile latency (ns)")
+    why = [] if summary["valid"] else [f"LoadGen INVALID (p99 {p99 / 1e6:.1f} ms)" if p99 else "LoadGen INVALID"]
+    return {"valid": summary["valid"], "reasons": why}
+
+
+def _trail(step: dict) -> str:
+    """One search step in a line: QPS, then ok or the first reason cut short."""
+    if step["valid"]:
+        return f"{step['qps']:,.0f} ok"
+    r = (step.get("reasons") or ["invalid"])[0]
+    return f"{step['qps']:,.0f} {r.split(' (')[0][:60]}"
 
 
 def _order(pairs: int) -> list[str]:
