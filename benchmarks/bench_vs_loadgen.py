@@ -3,6 +3,7 @@
     pip install mlcommons-loadgen
     python benchmarks/bench_vs_loadgen.py [--model mlp-digits] [--seconds 5]
     python benchmarks/bench_vs_loadgen.py --scenario server [--bound-ms 15] [--concurrency 2] [--seconds 1]
+                                          [--spin-us 200]
     (--pairs N: bench/LoadGen pairs in ABBA order, default 4; both the pooled ratio and the median
     of the per-pair ratios are printed -- the median is robust to one pair run while the machine's
     speed changed)
@@ -95,7 +96,8 @@ def server(args) -> None:
     try:
         for driver in _order(args.pairs):
             if driver == "bench":
-                best, steps = sc.search_peak(lambda q: sc.run_server(sut, q, s, n)["validity"], start,
+                spin = None if args.spin_us is None else int(args.spin_us * 1000)
+                best, steps = sc.search_peak(lambda q: sc.run_server(sut, q, s, n, spin_ns=spin)["validity"], start,
                                              tolerance=s.search_tolerance, max_steps=s.search_max_steps)
             else:
                 best, steps = sc.search_peak(
@@ -163,6 +165,9 @@ def main() -> None:
     ap.add_argument("--bound-ms", type=float, default=15.0)
     ap.add_argument("--concurrency", type=int, default=2)
     ap.add_argument("--pairs", type=int, default=4, help="bench/LoadGen pairs, ABBA order (default 4)")
+    ap.add_argument("--spin-us", type=float, default=None,
+                    help="server: bench's generator spins this long before each arrival (default: it sleeps "
+                         "for a threaded SUT; 200 = the old spinning generator, for an A/B)")
     args = ap.parse_args()
     if args.scenario == "server":
         return server(args)

@@ -236,3 +236,12 @@ def test_timer_slack_is_set_for_the_run_and_restored():
     lg.run_open_loop(_Probe(), lg.poisson_schedule(2000.0, 5, rng=0), lambda i: (0,))
     assert seen and set(seen) == {1}
     assert libc.prctl(30, 0, 0, 0, 0) == before
+
+
+def test_server_run_passes_the_wait_policy_and_records_it():
+    from harness.measure import scenarios as sc
+
+    s = sc.ScenarioSettings(scenario="server", min_duration_s=0.01, max_duration_s=0.1, latency_bound_ms=1000,
+                            min_queries=20)
+    assert sc.run_server(_ThreadedSUT(), 5000.0, s, 10)["summary"]["generator_wait"] == "sleep"
+    assert sc.run_server(_ThreadedSUT(), 5000.0, s, 10, spin_ns=100_000)["summary"]["generator_wait"] == "spin"

@@ -188,14 +188,16 @@ def run_multi_stream(sut, settings: ScenarioSettings, n_samples: int, **kw) -> d
 
 
 def run_server(sut, qps: float, settings: ScenarioSettings, n_samples: int, *, seed: int | None = None,
-               max_queries: int | None = None, clock=time.perf_counter_ns, sleep=time.sleep) -> dict:
+               max_queries: int | None = None, clock=time.perf_counter_ns, sleep=time.sleep,
+               spin_ns: int | None = None) -> dict:
     """One open-loop run at ``qps``: Poisson arrivals until the schedule spans the minimum
     duration and holds the minimum query count (:func:`loadgen.poisson_schedule_covering`, LoadGen's
     rule: both minima must hold). ``max_queries`` caps the count (the time a search has left): a
-    run cut below the minimum count is judged like any other, ``too_few_queries``."""
+    run cut below the minimum count is judged like any other, ``too_few_queries``. ``spin_ns``: the
+    generator's wait policy (None: :func:`loadgen.run_open_loop`'s default for the SUT)."""
     arrivals = lg.poisson_schedule_covering(qps, int(settings.min_duration_s * 1e9), settings.need_queries,
                                             settings.seed if seed is None else seed, max_n=max_queries)
-    log = lg.run_open_loop(sut, arrivals, _cycle(n_samples, 1), clock=clock, sleep=sleep)
+    log = lg.run_open_loop(sut, arrivals, _cycle(n_samples, 1), clock=clock, sleep=sleep, spin_ns=spin_ns)
     log.target_qps = float(qps)
     summary = summarize_log(log, settings)
     return {"log": log, "summary": summary, "validity": judge(summary, settings)}
