@@ -125,7 +125,7 @@ def _lg_step(summary: dict) -> dict:
     """LoadGen's verdict of one server run, with its p99 as the reason when INVALID."""
     f = summary.get("fields", {})
     p99 = f.get("Early stopping 99th percentile estimate") or f.get("99.00 percentile latency (ns)")
-    why = [] if summary["valid"] else [f"LoadGen INVALID (p99 {p99 / 1e6:.1f} ms)" if p99 else "LoadGen INVALID"]
+    why = [] if summary["valid"] else [f"LoadGen INVALID: p99 {p99 / 1e6:.1f} ms" if p99 else "LoadGen INVALID"]
     return {"valid": summary["valid"], "reasons": why}
 
 

@@ -138,6 +138,13 @@ def decode_times(d: Sequence[int]) -> np.ndarray:
     return np.cumsum(np.asarray(d, dtype=np.int64))
 
 
+def _poisson_rng(qps: float, rng: np.random.Generator | int | None) -> np.random.Generator:
+    """Check the rate (> 0, finite) and return ``rng`` as a Generator (an int or None seeds one)."""
+    if not qps > 0 or not math.isfinite(qps):
+        raise ValueError(f"target QPS must be > 0, got {qps!r}")
+    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+
+
 def poisson_schedule(qps: float, n: int, rng: np.random.Generator | int | None = 0,
                      start_ns: int = 0) -> np.ndarray:
     """Arrival times (int64 ns) of ``n`` queries of a Poisson process of rate ``qps``.
@@ -146,11 +153,9 @@ def poisson_schedule(qps: float, n: int, rng: np.random.Generator | int | None =
     count of arrivals in any window of length T is Poisson(qps T) (MLPerf Server's arrival
     process). Times are rounded to whole nanoseconds.
     """
-    if not qps > 0 or not math.isfinite(qps):
-        raise ValueError(f"target QPS must be > 0, got {qps!r}")
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    rng = _poisson_rng(qps, rng)
     gaps = rng.exponential(_NS / qps, size=int(n))
     return (start_ns + np.round(np.cumsum(gaps))).astype(np.int64)
 
@@ -167,9 +172,7 @@ def poisson_schedule_covering(qps: float, min_span_ns: int, min_n: int,
     fails a minimum-duration rule by chance, at some loads and not others, whatever the system.
     The same ``rng`` seed gives the same leading arrivals as :func:`poisson_schedule`.
     """
-    if not qps > 0 or not math.isfinite(qps):
-        raise ValueError(f"target QPS must be > 0, got {qps!r}")
-    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    rng = _poisson_rng(qps, rng)
     mean = _NS / qps
     gaps = rng.exponential(mean, size=max(int(min_n), math.ceil(min_span_ns / mean * 1.05) + 32))
     t = np.cumsum(gaps)
@@ -311,8 +314,7 @@ def run_open_loop(sut, arrivals_ns: np.ndarray, sample_of: Callable[[int], Seque
     finally:
         sys.setswitchinterval(old_switch)
         _timer_slack(old_slack)
-    return _log("open", sched, issued, rec, samples, t0, target_qps=None, spin_ns=int(spin_ns),
-                wait="spin" if spin_ns > 0 else "sleep")
+    return _log("open", sched, issued, rec, samples, t0, target_qps=None, wait="spin" if spin_ns > 0 else "sleep")
 
 
 def run_closed_loop(sut, sample_of: Callable[[int], Sequence[int]], *, min_queries: int, min_duration_s: float,
