@@ -4,6 +4,7 @@
     python benchmarks/bench_vs_loadgen.py [--model mlp-digits] [--seconds 5]
     python benchmarks/bench_vs_loadgen.py --scenario server [--bound-ms 15] [--concurrency 2] [--seconds 1]
                                           [--spin-us 200]
+    python benchmarks/bench_vs_loadgen.py --model synthetic:150 [--scenario server]
     (--pairs N: bench/LoadGen pairs in ABBA order, default 4; both the pooled ratio and the median
     of the per-pair ratios are printed -- the median is robust to one pair run while the machine's
     speed changed)
@@ -13,6 +14,14 @@ minimum duration and query count, on the same SUT adapter (bench's worker thread
 session): bench with its own generator and peak search; LoadGen by the same ramp + bisection
 (:func:`harness.measure.scenarios.search_peak`) over LoadGen Server runs judged VALID/INVALID by LoadGen
 itself. The script prints both peaks and their ratio (target: within 10 %).
+
+``--model synthetic:US``: a system of known capacity instead of a model -- each query sleeps US µs
+in the worker (the GIL released, no CPU used), so neither driver can slow the system's own work,
+only add its own cost per query. Server: the script measures that sleep's real durations (2,000 of
+them) and computes the peak an ideal driver would find -- the highest Poisson rate whose p99
+sojourn time stays within the bound in an M/G/c queue with those service times (c = workers,
+simulated, 400,000 arrivals) -- and prints each driver's peak against it. Single-stream: the
+difference of the two drivers' p50 on the same sleep is the per-query cost of the costlier one.
 
 LoadGen (the MLPerf reference harness) drives the SUT in SingleStream: it issues one query,
 waits for ``QuerySamplesComplete``, issues the next, and reports percentiles of the
@@ -30,6 +39,7 @@ import itertools
 import re
 import statistics
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,20 +84,117 @@ def loadgen_single_stream(run, pool, seconds: float, expected_ns: int) -> dict:
             "valid": "Result is : VALID" in summary, "queries": grab(r"Samples per second")}
 
 
+class SleepSession:
+    """A system of known capacity: each ``run`` sleeps ``us`` µs (GIL released, no CPU used)."""
+
+    def __init__(self, us: float):
+        self.seconds = us / 1e6
+
+    def run(self, feeds):
+        import numpy as np
+
+        time.sleep(self.seconds)
+        return [np.zeros((len(next(iter(feeds.values()))), 1), np.float32)]
+
+
+def _synthetic_us(model: str) -> float | None:
+    if not model.startswith("synthetic:"):
+        return None
+    try:
+        return float(model.split(":", 1)[1])
+    except ValueError:
+        raise SystemExit(f"--model {model}: expected synthetic:MICROSECONDS, e.g. synthetic:150") from None
+
+
+def service_times_ns(run, feeds, n: int = 2000):
+    """``n`` back-to-back calls of ``run`` in a thread (as a SUT worker would make them): durations, ns."""
+    import threading
+
+    import numpy as np
+
+    out = np.empty(n, dtype=np.int64)
+
+    def go():
+        for i in range(n):
+            t0 = time.perf_counter_ns()
+            run(feeds)
+            out[i] = time.perf_counter_ns() - t0
+
+    t = threading.Thread(target=go)
+    t.start()
+    t.join()
+    return out
+
+
+def sojourn_p99_ns(qps: float, service_ns, workers: int, n: int = 400_000, seed: int = 0) -> float:
+    """p99 of the time from arrival to completion in a FCFS queue with ``workers`` servers, Poisson
+    arrivals at ``qps`` and service times drawn (with replacement) from ``service_ns``.
+
+    One server: Lindley's recursion W_{k+1} = max(0, W_k + S_k - A_{k+1}); sojourn_k = W_k + S_k.
+    c servers: each arrival takes the server that frees first (a heap of free times)."""
+    import heapq
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    arrivals = np.cumsum(rng.exponential(1e9 / qps, n))
+    svc = rng.choice(np.asarray(service_ns, dtype=np.float64), n)
+    free = [0.0] * workers
+    soj = np.empty(n)
+    for k in range(n):
+        f = heapq.heappop(free)
+        start = max(f, arrivals[k])
+        done = start + svc[k]
+        heapq.heappush(free, done)
+        soj[k] = done - arrivals[k]
+    return float(np.quantile(soj[n // 10:], 0.99))  # the first tenth: the queue starting empty
+
+
+def ideal_peak_qps(service_ns, workers: int, bound_ns: float, rel: float = 0.002, n: int = 400_000) -> float:
+    """The highest Poisson rate whose simulated p99 sojourn (:func:`sojourn_p99_ns`) is within ``bound_ns``:
+    bisection between 0 and the capacity ``workers / mean(service)``, to ``rel`` of the capacity."""
+    import numpy as np
+
+    cap = workers * 1e9 / float(np.mean(service_ns))
+    lo, hi = 0.0, cap
+    while hi - lo > rel * cap:
+        mid = (lo + hi) / 2
+        if sojourn_p99_ns(mid, service_ns, workers, n=n) <= bound_ns:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
 def server(args) -> None:
-    from backends.cpu import CPUBackend
     from harness.run import lg_driver
     from harness.measure import scenarios as sc
-    from harness.run.scenario_case import sample_library
     from harness.measure.sut import SessionSUT
-    from suites.build import artifact_for
 
-    art, _ = artifact_for(args.model)
-    data = sample_library(art.eval_data()["x"], art.inputs)
+    us = _synthetic_us(args.model)
+    ideal = None
+    if us is not None:
+        import numpy as np
+
+        data = {"x": np.zeros((1024, 1), np.float32)}
+        run = SleepSession(us).run
+        svc = service_times_ns(run, {"x": data["x"][:1]})
+        ideal = ideal_peak_qps(svc, args.concurrency, args.bound_ms * 1e6)
+        print(f"synthetic system: sleep {us:g} µs a query, measured service p50 {np.median(svc) / 1e3:.1f} µs, "
+              f"mean {svc.mean() / 1e3:.1f} µs, p99 {np.quantile(svc, 0.99) / 1e3:.1f} µs; {args.concurrency} "
+              f"worker(s): capacity {args.concurrency * 1e9 / svc.mean():,.0f} QPS, ideal driver's peak at p99 <= "
+              f"{args.bound_ms:g} ms (M/G/{args.concurrency} with these service times): {ideal:,.0f} QPS", flush=True)
+    else:
+        from backends.cpu import CPUBackend
+        from harness.run.scenario_case import sample_library
+        from suites.build import artifact_for
+
+        art, _ = artifact_for(args.model)
+        data = sample_library(art.eval_data()["x"], art.inputs)
+        run = CPUBackend().prepare(art, precision="fp32", batch=1, threads=1, runtime="onnxruntime",
+                                   options={"io_binding": 0}).run
     n = len(next(iter(data.values())))
-    session = CPUBackend().prepare(art, precision="fp32", batch=1, threads=1, runtime="onnxruntime",
-                                   options={"io_binding": 0})
-    sut = SessionSUT(session.run, data, concurrency=args.concurrency)
+    sut = SessionSUT(run, data, concurrency=args.concurrency)
     s = sc.ScenarioSettings(scenario="server", min_duration_s=args.seconds, max_duration_s=args.seconds * 4,
                             latency_bound_ms=args.bound_ms, search_tolerance=0.05, search_max_steps=12)
     burst = sc.lg.run_burst(sut, list(range(min(n, 2000))))
@@ -116,6 +223,10 @@ def server(args) -> None:
     b = sum(r[1] for r in rows if r[0] == "bench")
     g = sum(r[1] for r in rows if r[0] == "loadgen")
     pairs = _pair_ratios(rows, 1)
+    if ideal:
+        k = len(rows) / 2
+        print(f"{args.model}: peak / ideal driver's peak: bench {b / k / ideal:.3f}, LoadGen {g / k / ideal:.3f} "
+              f"(mean of {k:g} searches each)")
     print(f"{args.model} server (concurrency {args.concurrency}, bound {args.bound_ms:g} ms): bench/LoadGen max-QPS "
           f"ratio {b / g if g else float('nan'):.3f} pooled, {statistics.median(pairs):.3f} median of the "
           f"{len(pairs)} pairs ({', '.join(f'{x:.2f}' for x in pairs)})")
@@ -178,12 +289,18 @@ def main() -> None:
     from harness.measure.stats import summarize
     from suites.build import artifact_for
 
-    art, _ = artifact_for(args.model)
-    pool = input_pool(art.eval_data()["x"], art.inputs, 1)
-    session = CPUBackend().prepare(art, precision="fp32", batch=1, threads=args.threads, runtime="onnxruntime",
-                                   options={"io_binding": 0})  # LoadGen holds outputs: no shared buffers
+    us = _synthetic_us(args.model)
+    if us is not None:
+        import numpy as np
+
+        pool, run = [{"x": np.zeros((1, 1), np.float32)}] * 16, SleepSession(us).run
+    else:
+        art, _ = artifact_for(args.model)
+        pool = input_pool(art.eval_data()["x"], art.inputs, 1)
+        run = CPUBackend().prepare(art, precision="fp32", batch=1, threads=args.threads, runtime="onnxruntime",
+                                   options={"io_binding": 0}).run  # LoadGen holds outputs: no shared buffers
     it = itertools.cycle(pool)
-    nxt, run = it.__next__, session.run
+    nxt = it.__next__
 
     def step():
         run(nxt())

@@ -245,3 +245,39 @@ def test_server_run_passes_the_wait_policy_and_records_it():
                             min_queries=20)
     assert sc.run_server(_ThreadedSUT(), 5000.0, s, 10)["summary"]["generator_wait"] == "sleep"
     assert sc.run_server(_ThreadedSUT(), 5000.0, s, 10, spin_ns=100_000)["summary"]["generator_wait"] == "spin"
+
+
+def _bench_vs_loadgen():
+    import importlib.util
+
+    from tests.conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("bench_vs_loadgen", ROOT / "benchmarks" / "bench_vs_loadgen.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_ideal_driver_peak_matches_queueing_theory():
+    """The reference the LoadGen comparison's synthetic system is judged against: in M/M/1 the
+    sojourn time is exponential with rate mu - lambda, so p99 = ln(100) / (mu - lambda) and the
+    highest rate within a bound B is mu - ln(100) / B. Constant service (M/D/1) queues less than
+    exponential service at the same load, so its peak is nearer the capacity; two such servers
+    (M/M/2) queue less than one at the same utilisation, so they carry about twice the peak or more."""
+    import math
+
+    bvl = _bench_vs_loadgen()
+    rng = np.random.default_rng(1)
+    svc = rng.exponential(100_000.0, 200_000)  # ns: mean ~100 µs
+    mu = 1e9 / svc.mean()  # the sample's own rate: near saturation p99 is very sensitive to it
+    bound = 5e6
+    # at half load (queue lengths near saturation are too correlated for a tight check of one p99)
+    assert bvl.sojourn_p99_ns(5_000, svc, 1, n=200_000) == pytest.approx(math.log(100) / (mu - 5_000) * 1e9,
+                                                                         rel=0.05)
+    # the peak is steep in the p99: a 10 % error in the p99 is 1 % of the peak here
+    peak = bvl.ideal_peak_qps(svc, 1, bound, n=150_000)
+    assert peak == pytest.approx(mu - math.log(100) / bound * 1e9, rel=0.015)
+    det = bvl.ideal_peak_qps(np.full(10, 100_000.0), 1, bound, n=150_000)
+    assert peak < det < 10_000  # constant service: less queueing, a peak nearer the capacity
+    two = bvl.ideal_peak_qps(svc, 2, bound, n=150_000)
+    assert 1.9 * peak < two < 20_000

@@ -314,7 +314,7 @@ def op_counts(onnx_path: Path) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def ort_check(onnx_path: Path, base, n: int = 64) -> dict:
+def ort_check(onnx_path: Path, base, n: int = 16) -> dict:
     """Run the variant with onnxruntime's CPU EP on eval inputs: it loads and runs here.
 
     Returns its agreement with the fp32 reference (and top-1 on labels when there are some),
@@ -327,7 +327,9 @@ def ort_check(onnx_path: Path, base, n: int = 64) -> dict:
 
     ev = base.eval_data()
     # the first n eval samples: a check that the variant loads, runs and is in the right
-    # neighbourhood of fp32 (the case's accuracy pass measures it on the whole eval set)
+    # neighbourhood of fp32 (the case's accuracy pass measures it on the whole eval set). 16, not
+    # more: a dynamic-int8 CNN runs ConvInteger at ~0.15 s an image here, and 64 images made this
+    # check 9-12 s of each such build (EfficientNet-Lite0, ResNet-50; profiled 2026-12-02)
     feeds = {i["name"]: ev["x"][i["name"]][:n].astype(i.get("dtype") or "float32") for i in base.inputs}
     so = ort.SessionOptions()
     so.log_severity_level = 3

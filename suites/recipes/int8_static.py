@@ -117,7 +117,7 @@ def depthwise_weights(path: Path) -> list[str]:
 
 
 def apply(base, out_dir: Path, *, per_channel: bool = True, reduce_range: bool = True,
-          calibrate_method: str = "MinMax", calib_batch: int = 64, op_types: tuple | None = None) -> dict:
+          calibrate_method: str = "MinMax", calib_batch: int = 8, op_types: tuple | None = None) -> dict:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     calib = base.calibration_data()
@@ -132,6 +132,9 @@ def apply(base, out_dir: Path, *, per_channel: bool = True, reduce_range: bool =
         types, nodes, policy = _selection(pre, op_types)
         # reduce_range guards the u8s8 pair sums of the GEMM-based kernels; depthwise weights keep 8 bits
         overrides = {w: [{"reduce_range": False, "axis": 0}] for w in depthwise_weights(pre)} if reduce_range else {}
+        # calibration batches of 8: MinMax ranges are the same whatever the batching (same bytes out),
+        # and the augmented graph (every activation an output) ran 1.4-1.5x faster on 8 than on 45-64
+        # images at once (ResNet-50 14.6 vs 21 s, EfficientNet-Lite0 8.3 vs 12 s; 2026-12-02)
         quantize_static(str(pre), str(out_dir / "model.onnx"), _reader(calib, calib_batch), op_types_to_quantize=types,
                         nodes_to_quantize=nodes,
                         quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=reduce_range,
