@@ -153,3 +153,10 @@ def test_a_bound_below_one_querys_own_time_says_no_load_can_meet_it(tmp_path, be
     c = _record(out)["cases"][0]
     assert c["status"] == "invalid" and c["headline"] is None
     assert "no load can meet the bound" in c["reason"] and c["reason"].startswith("latency_bound")
+    # no peak search spends the case's budget proving it: one short step, recorded with its query log
+    from harness.run.scenario_case import INFEASIBLE_STEP_QUERIES
+
+    assert "no peak search was run" in c["reason"]
+    steps = c["generator"]["steps"]
+    assert len(steps) == 1 and not steps[0]["valid"]
+    assert steps[0]["queries"] <= INFEASIBLE_STEP_QUERIES
