@@ -402,6 +402,13 @@ def test_git_info_of_checkout():
     assert set(info) == {"git_sha", "git_dirty"}
     assert info["git_sha"] is None or (len(info["git_sha"]) == 40 and int(info["git_sha"], 16) >= 0)
     assert info["git_dirty"] in (None, True, False)
+    # run from a git checkout of bench (CI's clean clone is one): the record names its commit
+    # (records carried git_sha None for a while: the checkout was looked for one level too low)
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True) \
+        if (ROOT / ".git").exists() and env.shutil.which("git") else None
+    if head is not None and head.returncode == 0:
+        assert env._default_checkout() == ROOT
+        assert info["git_sha"] == head.stdout.strip()
 
 
 @pytest.mark.skipif(not env.shutil.which("git"), reason="git not installed")

@@ -546,7 +546,7 @@ def gpu_info() -> list[dict]:
 
 def _default_checkout() -> Path | None:
     """The bench checkout root (parent of the harness package) if it is a git checkout."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # harness/run/env.py -> the checkout
     return root if (root / ".git").exists() else None
 
 
