@@ -130,8 +130,9 @@ def sojourn_p99_ns(qps: float, service_ns, workers: int, n: int = 400_000, seed:
     """p99 of the time from arrival to completion in a FCFS queue with ``workers`` servers, Poisson
     arrivals at ``qps`` and service times drawn (with replacement) from ``service_ns``.
 
-    One server: Lindley's recursion W_{k+1} = max(0, W_k + S_k - A_{k+1}); sojourn_k = W_k + S_k.
-    c servers: each arrival takes the server that frees first (a heap of free times)."""
+    Each arrival takes the server that frees first (a heap of free times); sojourn = that server's
+    free time or the arrival, whichever is later, plus the service, minus the arrival. With one
+    server this is Lindley's recursion W_{k+1} = max(0, W_k + S_k - A_{k+1})."""
     import heapq
 
     import numpy as np
