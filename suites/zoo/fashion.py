@@ -15,8 +15,9 @@ Trained from a fixed seed with AdamW (one-cycle learning rate, peak 4e-3, weight
 5e-4), batch 128, :data:`EPOCHS` epochs over the 60,000 images with random horizontal flips
 and 1-pixel shifts (seeded), :data:`TRAIN_THREADS` torch threads (a fixed count, not the machine's:
 the float sums, hence the weights, then do not depend on the core count; two threads train 2.4x
-faster than one on an idle 2-core EPYC, measured 2026-12-02). The student for distillation
-halves the widths (8, 16, 32).
+faster than one on an idle 2-core EPYC, measured 2026-12-02), channels-last memory layout (1.5x
+faster steps than NCHW there; the trained module is handed on in the default layout). The student
+for distillation halves the widths (8, 16, 32).
 """
 from __future__ import annotations
 
@@ -119,7 +120,12 @@ def train(module, x: np.ndarray, y: np.ndarray, *, epochs: int, seed: int, lr: f
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
     t0, last = time.perf_counter(), 0.0
     loss_value = float("nan")
+    # channels-last (NHWC) activations and weights while training: 1.5-1.6x faster steps than NCHW on
+    # a 2-core AVX2 EPYC (37-47 vs 59-72 ms at batch 128, measured 2026-12-02); the module goes back
+    # to the default layout afterwards (the values are the same, only their order in memory differs)
+    cl = torch.channels_last
     with torch_threads(threads):
+        module.to(memory_format=cl)
         module.train()
         for ep in range(epochs):
             perm = torch.randperm(len(xt), generator=gen)
@@ -127,7 +133,7 @@ def train(module, x: np.ndarray, y: np.ndarray, *, epochs: int, seed: int, lr: f
                 idx = perm[i:i + batch_size]
                 if len(idx) < 2:
                     continue
-                logits = module(_augment(xt[idx], gen))
+                logits = module(_augment(xt[idx], gen).contiguous(memory_format=cl))
                 loss = F.cross_entropy(logits, yt[idx])
                 if st is not None and alpha > 0:
                     kd = F.kl_div(F.log_softmax(logits / temperature, dim=1),
@@ -145,9 +151,10 @@ def train(module, x: np.ndarray, y: np.ndarray, *, epochs: int, seed: int, lr: f
                     print(f"  {label}: training {done:4.0%} (epoch {ep + 1}/{epochs}, loss {loss_value:.3f}, "
                           f"{now:.0f} s)", file=sys.stderr, flush=True)
         module.eval()
+        module.to(memory_format=torch.contiguous_format)
     return {"epochs": epochs, "final_loss": loss_value, "lr": lr, "batch_size": batch_size,
             "weight_decay": weight_decay, "optimizer": "AdamW, one-cycle", "augmentation": "flip, 1-px shift",
-            "train_s": round(time.perf_counter() - t0, 1), "threads": threads}
+            "train_s": round(time.perf_counter() - t0, 1), "threads": threads, "memory_format": "channels_last"}
 
 
 def _scaled(x: np.ndarray) -> np.ndarray:
