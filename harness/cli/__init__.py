@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "list": ("harness.cli.listing:command", "List suites, backends, models or FPGA parts."),
     "env": ("harness.cli.env:command", "Print this machine's fingerprint."),
     "data": ("harness.cli.data:command", "Install / check the weights and data sets of the standard suites."),
+    "cache": ("harness.cli.cache:command", "List the artifact cache; prune superseded or unused entries."),
     "show": ("harness.cli.show:command", "Print the table of a stored run."),
     "complexity": ("harness.cli.complexity:command", "Count parameters, MACs, size and sparsity of an ONNX model."),
     "report": ("harness.cli.report:command", "Render runs into HTML / Markdown / CSV reports."),

@@ -180,6 +180,7 @@ def get_or_build(model: str, variant: str, key: str, build: Callable[[Path], dic
     if final.exists() and (final / "meta.json").exists() and not rebuild:
         problem = verify(final)
         if problem is None:
+            _touch(final)
             return Artifact.load(final), False
         import sys
 
@@ -193,6 +194,7 @@ def get_or_build(model: str, variant: str, key: str, build: Callable[[Path], dic
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+        _touch(final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         try:
@@ -201,6 +203,13 @@ def get_or_build(model: str, variant: str, key: str, build: Callable[[Path], dic
             pass
         raise
     return Artifact.load(final), True
+
+
+def _touch(final: Path) -> None:
+    """Stamp a use of the entry (``bench cache`` tells superseded and unused entries by it)."""
+    from harness.plan.cache import touch
+
+    touch(final)
 
 
 def _sha256(path: Path) -> str:
