@@ -370,3 +370,103 @@ def test_a_server_step_cut_by_the_search_budget_is_judged_too_few_queries():
     cut = sc.run_server(sut, 100.0, s, 4, max_queries=50, clock=vt.clock, sleep=vt.sleep)
     assert cut["summary"]["queries"] == 50
     assert not cut["validity"]["valid"] and any(r.startswith("too_few_queries") for r in cut["validity"]["reasons"])
+
+
+class _WattMeter:
+    """A fake energy counter: a constant draw of ``watts`` over real elapsed time; its windows are
+    kept so a test can tell what was metered (and ``fail_at`` makes the n-th stop raise)."""
+    source, scope = "fake", "test"
+
+    def __init__(self, watts=50.0, fail_at=None):
+        self.watts, self.fail_at, self.windows, self._t0 = watts, fail_at, [], None
+
+    def available(self):
+        return True, None
+
+    def start(self):
+        import time
+
+        self._t0 = time.perf_counter()
+
+    def stop(self):
+        import time
+
+        dt = time.perf_counter() - self._t0
+        self.windows.append(dt)
+        if self.fail_at is not None and len(self.windows) == self.fail_at:
+            raise OSError("counter vanished")
+        return self.watts * dt
+
+
+class _Sleepy:
+    """A session of known service time (sleep, GIL released)."""
+    max_concurrency = 2
+
+    def __init__(self, s=0.002):
+        self.s = s
+
+    def run(self, inputs):
+        import time
+
+        time.sleep(self.s)
+        return [inputs["x"] * 2]
+
+    def synchronize(self):
+        pass
+
+
+@pytest.mark.parametrize("scenario", ["offline", "multi-stream"])
+def test_energy_of_a_generator_window_is_per_sample_of_that_window(scenario):
+    from harness.measure.timing import MeasureSettings
+    from harness.run import scenario_case
+
+    meter = _WattMeter(watts=50.0)
+    data = {"x": np.arange(256, dtype=np.float32)[:, None]}
+    res = scenario_case.run(_Sleepy(), scenario=scenario, batch=4 if scenario == "offline" else 1, data=data,
+                            measure_settings=MeasureSettings(min_time_s=0.05, max_time_s=0.3),
+                            opts={"min_queries": 20, "min_duration_s": 0.2}, threads_per_query=1,
+                            requested_concurrency=2, meter=meter)
+    e = res["_energy"]
+    assert e["available"] and e["window"] == f"{scenario} run"
+    assert len(meter.windows) == 1  # the warm-up / caching check is not metered
+    samples = res["generator"]["summary"]["samples"]
+    assert e["joules"] == pytest.approx(50.0 * meter.windows[0])
+    assert e["joules_per_inference"] == pytest.approx(e["joules"] / samples)
+    # the meter's window holds the scenario's run and little else
+    assert e["avg_watts"] == pytest.approx(50.0 * meter.windows[0] / res["duration_s"], rel=0.25)
+
+
+def test_server_energy_is_metered_per_step_and_reported_for_the_peak(monkeypatch):
+    from harness.measure.timing import MeasureSettings
+    from harness.run import scenario_case
+
+    def search_peak(run_at, start, **kw):  # two steps: 100 QPS valid (the peak), 400 QPS judged invalid
+        a = dict(run_at(100.0), qps=100.0, phase="ramp")
+        b = dict(run_at(400.0), qps=400.0, phase="ramp", valid=False)
+        return a, [a, b]
+
+    monkeypatch.setattr(sc, "search_peak", search_peak)
+    meter = _WattMeter(watts=30.0)
+    data = {"x": np.arange(64, dtype=np.float32)[:, None]}
+    res = scenario_case.run(_Sleepy(0.001), scenario="server", batch=1, data=data,
+                            measure_settings=MeasureSettings(min_time_s=0.05, max_time_s=0.2),
+                            opts={"min_queries": 20, "min_duration_s": 0.1}, threads_per_query=1,
+                            requested_concurrency=1, meter=meter)
+    steps = res["generator"]["steps"]
+    assert len(meter.windows) == 2 and all(s["energy"]["available"] for s in steps)
+    assert [s["energy"]["joules"] for s in steps] == pytest.approx([30.0 * w for w in meter.windows])
+    e = res["_energy"]
+    assert e["joules"] == steps[0]["energy"]["joules"] and "100 QPS (the peak)" in e["window"]
+
+
+def test_a_meter_failing_in_a_generator_window_keeps_the_measurement():
+    from harness.measure.timing import MeasureSettings
+    from harness.run import scenario_case
+
+    data = {"x": np.arange(64, dtype=np.float32)[:, None]}
+    res = scenario_case.run(_Sleepy(), scenario="offline", batch=4, data=data,
+                            measure_settings=MeasureSettings(min_time_s=0.05, max_time_s=0.3),
+                            opts={"min_duration_s": 0.2}, threads_per_query=1, requested_concurrency=2,
+                            meter=_WattMeter(fail_at=1))
+    assert res["_energy"]["available"] is False and "counter vanished" in res["_energy"]["reason"]
+    assert res["headline"]["value"] > 0 and res["generator"]["summary"]["samples"] > 0

@@ -99,11 +99,12 @@ class RaplMeter:
         return total_uj / 1e6
 
 
-def measure_energy(meter, window, *, inferences_of) -> tuple[object, dict]:
+def measure_energy(meter, window, *, inferences_of, duration_of=None) -> tuple[object, dict]:
     """Run ``window()`` (returns a result) inside the meter; returns (result, energy record).
 
-    ``inferences_of(result)`` gives how many inferences the window ran; duration comes from
-    the result's ``duration_s``. joules_per_inference = J / max(1, n); avg_watts = J / s.
+    ``inferences_of(result)`` gives how many inferences the window ran, ``duration_of(result)``
+    its seconds (default: the result's ``duration_s``). joules_per_inference = J / max(1, n);
+    avg_watts = J / s.
     A meter that raises (or returns None) when the window ends leaves the result intact and
     records energy as unavailable with the reason: a failed reading never costs a latency.
     """
@@ -122,7 +123,7 @@ def measure_energy(meter, window, *, inferences_of) -> tuple[object, dict]:
     if joules is None:
         return result, {"available": False, "reason": "the energy meter returned no reading for the window"}
     n = max(1, int(inferences_of(result)))
-    seconds = max(1e-12, float(result.duration_s))
+    seconds = max(1e-12, float(duration_of(result) if duration_of is not None else result.duration_s))
     rec = {"available": True, "source": meter.source, "scope": meter.scope, "joules": joules,
            "joules_per_inference": joules / n, "avg_watts": joules / seconds}
     zones = getattr(meter, "zones", None)

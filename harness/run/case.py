@@ -273,9 +273,8 @@ def _generator_case(payload, session, artifact, ev, settings, scenario, batch, s
     data = scase.sample_library(ev["x"], artifact.inputs)
     res = scase.run(session, scenario=scenario, batch=batch, data=data, measure_settings=settings,
                     opts={**sc_opts, "case_timeout_s": payload.get("timeout_s")},
-                    threads_per_query=threads, requested_concurrency=concurrency)
-    # the window spans a warm-up, a peak search and the integrity checks: no per-inference energy yet
-    energy = {"available": False, "reason": "energy is not measured for load-generator scenarios yet"}
+                    threads_per_query=threads, requested_concurrency=concurrency, meter=session.energy_meter())
+    energy = res.pop("_energy")
     logged = res.pop("_logged")
     phases.update(res.pop("_phases", {}))
     t_ph = time.perf_counter()

@@ -66,10 +66,21 @@ def _step_record(r: dict, settings: sc.ScenarioSettings) -> dict:
 
 
 def run(session, *, scenario: str, batch: int, data: dict, measure_settings, opts: dict, threads_per_query: int,
-        requested_concurrency: int) -> dict:
+        requested_concurrency: int, meter=None) -> dict:
     """Run one scenario case on a prepared session; returns the measured part of the record
-    (everything but accuracy, energy and backend facts, which :mod:`harness.run.case` adds)."""
+    (everything but accuracy and backend facts, which :mod:`harness.run.case` adds).
+
+    Energy (``meter``: the session's, see :mod:`harness.measure.energy`) is read around each
+    performance window only -- not the warm-up, the burst or the integrity checks: the offline
+    run, the multi-stream run, and every server step (in the step's record); the case's
+    ``_energy`` is the reported window's (for server: the peak step, else the last step run).
+    """
     from backends.base import Session
+    from harness.measure.energy import measure_energy
+
+    def metered(window):
+        return measure_energy(meter, window, inferences_of=lambda r: r["summary"]["samples"],
+                              duration_of=lambda r: r["summary"]["duration_s"])
 
     settings = scenario_settings(scenario, opts, measure_settings)
     conc = concurrency_plan(session, requested_concurrency)
@@ -110,8 +121,9 @@ def run(session, *, scenario: str, batch: int, data: dict, measure_settings, opt
 
             def run_at_capped(qps: float, cap: int | None) -> dict:
                 sut.responses.clear()
-                r = sc.run_server(sut, qps, settings, n_samples, max_queries=cap)
+                r, energy = metered(lambda: sc.run_server(sut, qps, settings, n_samples, max_queries=cap))
                 rec = _step_record(r, settings)
+                rec["energy"] = energy
                 rec["_run"] = r
                 return rec
 
@@ -153,6 +165,8 @@ def run(session, *, scenario: str, batch: int, data: dict, measure_settings, opt
                 metric = "max_qps"
             chosen = best if best is not None else steps[-1]
             result = chosen["_run"]
+            energy = dict(chosen["energy"], window=f"server step at {chosen.get('qps') or chosen['target_qps']:.4g} QPS"
+                          + (" (the peak)" if best is not None and metric == "max_qps" else ""))
             if best is None:
                 result = dict(result)
                 alone = ""
@@ -176,13 +190,15 @@ def run(session, *, scenario: str, batch: int, data: dict, measure_settings, opt
             out["headline"] = {"metric": metric, "value": value, "unit": "1/s"} if (best is not None or
                                                                                    metric == "qps") else None
         elif scenario == "multi-stream":
-            result = sc.run_multi_stream(sut, settings, n_samples)
+            result, energy = metered(lambda: sc.run_multi_stream(sut, settings, n_samples))
+            energy["window"] = "multi-stream run"
             es = result["summary"]["early_stopping"] or {}
             value = es.get("estimate") or (result["summary"]["latency_ns"] or {}).get("p99")
             out["headline"] = {"metric": "p99_latency", "value": float(value or 0.0), "unit": "ns"}
         else:  # offline
             expected = conc["used"] * batch / max(service_ns / 1e9, 1e-9)
-            result = sc.run_offline(sut, settings, n_samples, expected_sps=expected)
+            result, energy = metered(lambda: sc.run_offline(sut, settings, n_samples, expected_sps=expected))
+            energy["window"] = "offline run"
             out["headline"] = {"metric": "samples_per_s", "value": float(result["summary"]["samples_per_s"] or 0.0),
                                "unit": "1/s"}
         summary = result["summary"]
@@ -223,6 +239,7 @@ def run(session, *, scenario: str, batch: int, data: dict, measure_settings, opt
         },
         "_logged": logged,
         "_phases": phases,
+        "_energy": energy,
     })
     return out
 
