@@ -60,14 +60,14 @@ def list_(cache_dir, as_json):
         return
     from harness.cli.table import print_rows
 
-    rows = [{"model": e.model, "variant": e.variant, "key": e.key, "size": _size(e.bytes + e.side_bytes),
+    rows = [{"model": e.model, "variant": e.variant, "key": e.key, "size": _size(e.total_bytes),
              "last used": _ago(e.last_used, now), "state": "superseded" if e.superseded else "latest"}
             for e in sorted(s.entries, key=lambda e: (e.model, e.variant, -e.last_used))]
     print_rows(rows, ["model", "variant", "key", "size", "last used", "state"], title=f"cache {s.root}")
-    total = sum(e.bytes + e.side_bytes for e in s.entries)
+    total = sum(e.total_bytes for e in s.entries)
     old = [e for e in s.entries if e.superseded]
     click.echo(f"{len(s.entries)} artifacts, {_size(total)}; {len(old)} superseded "
-               f"({_size(sum(e.bytes + e.side_bytes for e in old))}): `bench cache prune --superseded` removes them"
+               f"({_size(sum(e.total_bytes for e in old))}): `bench cache prune --superseded` removes them"
                + (f"; {len(s.orphans)} orphaned side caches, {len(s.stale_builds)} leftover builds"
                   if s.orphans or s.stale_builds else ""))
 
@@ -98,11 +98,11 @@ def prune_(cache_dir, superseded, unused_for, dry_run):
     chosen = select(s, superseded=superseded, unused_for_s=age, now=now)
     if dry_run:
         for e in chosen:
-            click.echo(f"would remove {e.model}/{e.variant} {e.key} ({_size(e.bytes + e.side_bytes)}, "
+            click.echo(f"would remove {e.model}/{e.variant} {e.key} ({_size(e.total_bytes)}, "
                        f"last used {_ago(e.last_used, now)})")
         for p in s.orphans + s.stale_builds:
             click.echo(f"would remove {p}")
-        click.echo(f"would free {_size(sum(e.bytes + e.side_bytes for e in chosen))} in {len(chosen)} artifacts"
+        click.echo(f"would free {_size(sum(e.total_bytes for e in chosen))} in {len(chosen)} artifacts"
                    f" (+ {len(s.orphans)} orphaned side caches, {len(s.stale_builds)} leftover builds)")
         return
     freed = prune(s, chosen)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from harness.errors import BenchError
+from harness.plan.cache import touch as _touch  # last-use stamps: bench cache tells superseded entries by them
 
 #: libraries whose version changes an artifact's bytes
 VERSIONED_PACKAGES = ("torch", "onnx", "onnxruntime", "numpy", "scikit-learn", "onnxscript")
@@ -203,13 +204,6 @@ def get_or_build(model: str, variant: str, key: str, build: Callable[[Path], dic
             pass
         raise
     return Artifact.load(final), True
-
-
-def _touch(final: Path) -> None:
-    """Stamp a use of the entry (``bench cache`` tells superseded and unused entries by it)."""
-    from harness.plan.cache import touch
-
-    touch(final)
 
 
 def _sha256(path: Path) -> str:

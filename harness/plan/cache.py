@@ -55,6 +55,11 @@ class Entry:
     side_bytes: int = 0
     superseded: bool = False
 
+    @property
+    def total_bytes(self) -> int:
+        """The artifact's bytes and its side caches'."""
+        return self.bytes + self.side_bytes
+
     def to_dict(self) -> dict:
         return {"model": self.model, "variant": self.variant, "key": self.key, "path": str(self.path),
                 "bytes": self.bytes, "last_used": self.last_used, "side_caches": [str(p) for p in self.side],
