@@ -83,7 +83,7 @@ def prune_(cache_dir, superseded, unused_for, dry_run):
     """Remove superseded and/or long-unused entries with their side caches (accuracy passes, engines),
     plus side caches whose artifact is gone and folders of killed builds. Do not run it beside a
     `bench run` that uses the same cache."""
-    from harness.plan.cache import parse_age, prune, scan, select
+    from harness.plan.cache import doomed, freed_bytes, parse_age, prune, scan, select
 
     if not superseded and unused_for is None:
         raise click.UsageError("say what to prune: --superseded and/or --unused-for AGE")
@@ -102,7 +102,7 @@ def prune_(cache_dir, superseded, unused_for, dry_run):
                        f"last used {_ago(e.last_used, now)})")
         for p in s.orphans + s.stale_builds:
             click.echo(f"would remove {p}")
-        click.echo(f"would free {_size(sum(e.total_bytes for e in chosen))} in {len(chosen)} artifacts"
+        click.echo(f"would free {_size(freed_bytes(doomed(s, chosen)))} in {len(chosen)} artifacts"
                    f" (+ {len(s.orphans)} orphaned side caches, {len(s.stale_builds)} leftover builds)")
         return
     freed = prune(s, chosen)

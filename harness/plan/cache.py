@@ -198,11 +198,17 @@ def _remove_tree(path: Path, root: Path) -> None:
     shutil.rmtree(path)
 
 
+def doomed(s: Scan, chosen: list[Entry]) -> list[Path]:
+    """Every folder :func:`prune` deletes for ``chosen``: their side caches and themselves, the
+    orphaned side caches and the stale build folders (``freed_bytes`` of it is what a prune frees)."""
+    return [p for e in chosen for p in (*e.side, e.path)] + s.orphans + s.stale_builds
+
+
 def prune(s: Scan, chosen: list[Entry]) -> dict:
     """Delete ``chosen`` entries (side caches first, then the artifact, then its stamp), the
     orphaned side caches and the stale build folders. Returns counts and bytes freed."""
     freed = {"artifacts": 0, "side_caches": 0, "orphans": 0, "stale_builds": 0,
-             "bytes": freed_bytes([p for e in chosen for p in (*e.side, e.path)] + s.orphans + s.stale_builds)}
+             "bytes": freed_bytes(doomed(s, chosen))}
     for e in chosen:
         for d in e.side:
             _remove_tree(d, s.root)
