@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.plan.artifacts import Artifact, artifact_key, get_or_build, onnx_io_meta, package_versions
+from harness.plan.artifacts import (Artifact, artifact_key, get_or_build, is_cached, onnx_io_meta,
+                                    package_versions)
 from harness.errors import BenchError
 from suites import zoo
 
@@ -34,6 +35,24 @@ def artifact_for(model: str, variant: str = BASE_VARIANT, *, rebuild: bool = Fal
     if spec.kind == "llm":
         return _llm_artifact(spec, variant, rebuild=rebuild, root=root)
     recipe = variant_recipe(variant)
+    key = artifact_key_of(model, variant)
+    if variant == BASE_VARIANT:
+        return get_or_build(model, variant, key, lambda d: _build_base(spec, d), root=root, rebuild=rebuild)
+    base, _ = artifact_for(model, BASE_VARIANT, root=root)
+    return get_or_build(model, variant, key, lambda d: _build_variant(spec, base, recipe, d), root=root,
+                        rebuild=rebuild)
+
+
+def artifact_key_of(model: str, variant: str = BASE_VARIANT) -> str:
+    """The cache key of a (non-LLM) zoo model's variant, computed without building anything.
+
+    A sha256 (:func:`harness.plan.artifacts.artifact_key`) over the build and recipe modules'
+    sources, the recipe's parameters, the seed and the versions of the libraries and data
+    sets involved; a variant's key also holds its base's key, so a retrained base (or a
+    changed spec) rebuilds its variants. Raises :class:`BenchError` for a missing data set.
+    """
+    spec = zoo.get(model)
+    recipe = variant_recipe(variant)
     builder_module = spec.builder.partition(":")[0]
     modules = list(_BUILD_MODULES) + [builder_module, *getattr(spec, "modules", ()), *recipe.modules]
     # a model's weights package (e.g. pretrained MiniLM) is part of what it is
@@ -44,16 +63,24 @@ def artifact_for(model: str, variant: str = BASE_VARIANT, *, rebuild: bool = Fal
         datasets.require(spec.requires, model)
         versions.update({f"data:{n}": datasets.version_of(n) for n in spec.requires})
     if variant == BASE_VARIANT:
-        key = artifact_key(model=model, variant=variant, modules=modules, params=recipe.params,
-                           seed=spec.seed, versions=versions)
-        return get_or_build(model, variant, key, lambda d: _build_base(spec, d), root=root, rebuild=rebuild)
-    base, _ = artifact_for(model, BASE_VARIANT, root=root)
-    # the base's key is part of the variant's: a retrained base (or a changed spec) rebuilds its variants
-    key = artifact_key(model=model, variant=variant, modules=modules,
-                       params={**recipe.params, "base_key": base.key, "student": spec.student},
-                       seed=spec.seed, versions=versions)
-    return get_or_build(model, variant, key, lambda d: _build_variant(spec, base, recipe, d), root=root,
-                        rebuild=rebuild)
+        return artifact_key(model=model, variant=variant, modules=modules, params=recipe.params,
+                            seed=spec.seed, versions=versions)
+    return artifact_key(model=model, variant=variant, modules=modules,
+                        params={**recipe.params, "base_key": artifact_key_of(model), "student": spec.student},
+                        seed=spec.seed, versions=versions)
+
+
+def artifact_cached(model: str, variant: str = BASE_VARIANT, *, root: Path | None = None) -> bool | None:
+    """Whether the artifact is in the cache (its ``meta.json`` exists; its files are verified
+    when it is loaded), built nothing; None when that cannot be told cheaply (an LLM, a user model,
+    a missing data set: building it is what reports the problem)."""
+    try:
+        spec = zoo.get(model)
+        if spec.kind == "llm":
+            return None
+        return is_cached(model, variant, artifact_key_of(model, variant), root=root)
+    except BenchError:
+        return None
 
 
 def _llm_artifact(spec, variant: str, *, rebuild: bool, root: Path | None) -> tuple[Artifact, bool]:

@@ -19,6 +19,12 @@ What a registry provides (plain functions; all cheap except ``artifact_for`` and
 * ``is_user_model(ref)`` -> whether a ``--model`` value is the user's own model (``*.onnx``
   or ``package.module:factory``) rather than a zoo name;
 * ``artifact_for(model, variant, rebuild=False)`` -> ``(Artifact, built_now)``;
+* ``artifact_cached(model, variant)`` -> whether that artifact is cached (None: cannot tell
+  cheaply), ``artifact_base(model, variant)`` -> the variant it is derived from (built first;
+  None when built from scratch) and ``artifact_alone(model, variant)`` -> whether its build
+  trains a network (run with no other build beside it): what ``bench run`` needs to build a
+  suite's missing artifacts in parallel processes (:mod:`harness.run.builds`); all optional,
+  cheap, build nothing;
 * ``user_models(refs, shapes, rebuild=False, emit=None)`` -> built user models (each with
   ``name, artifact, fixed_batch, default_batch``), :class:`harness.errors.BenchError` on bad input;
 * ``architectures()``, ``is_architecture(name)``, ``export_architecture(name, path, input_shape)``:
@@ -114,6 +120,38 @@ def artifact_for(model: str, variant: str, *, rebuild: bool = False):
     from suites.build import artifact_for as _build
 
     return _build(model, variant, rebuild=rebuild)
+
+
+def artifact_cached(model: str, variant: str):
+    from suites.build import artifact_cached as _cached
+
+    return _cached(model, variant)
+
+
+def artifact_base(model: str, variant: str):
+    from suites import zoo
+    from suites.build import BASE_VARIANT
+
+    spec = zoo.MODELS.get(model)
+    if spec is None or getattr(spec, "kind", None) == "llm" or variant == BASE_VARIANT:
+        return None
+    return BASE_VARIANT
+
+
+def artifact_alone(model: str, variant: str) -> bool:
+    """A build that trains: the base of a model trained here (``ModelSpec.trains``), or a variant whose
+    recipe (or a stage of it) fine-tunes or trains a student (the pruned and distill families)."""
+    from suites import zoo
+    from suites.build import BASE_VARIANT
+    from suites.recipes import RECIPES
+
+    spec = zoo.MODELS.get(model)
+    if spec is None:
+        return False
+    if variant == BASE_VARIANT:
+        return bool(spec.trains)
+    steps = variant.split("+")
+    return any(RECIPES[s].family in ("pruned", "distill") for s in steps if s in RECIPES)
 
 
 def user_models(refs, shapes, *, rebuild: bool = False, emit=None, isolate=None) -> list:

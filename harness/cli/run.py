@@ -11,7 +11,7 @@ SCENARIOS = ["single-stream", "offline", "server", "multi-stream"]
 #: More threads than this is a typo, not a setting (it would run until the case time limit).
 MAX_THREADS = 1024
 #: What may go with --resume (everything else comes from the interrupted run's own command).
-RESUME_OPTIONS = {"resume", "out_dir", "quiet", "case_timeout"}
+RESUME_OPTIONS = {"resume", "out_dir", "quiet", "case_timeout", "build_jobs"}
 
 
 @click.command("run")
@@ -78,6 +78,9 @@ RESUME_OPTIONS = {"resume", "out_dir", "quiet", "case_timeout"}
 @click.option("--replicas", type=CommaList(int, positive=True), default=None,
               help="Data-parallel scaling of offline cases: replica counts, e.g. 1,2 (cores locally, nodes on ray).")
 @click.option("--rebuild", is_flag=True, help="Rebuild model artifacts even when cached.")
+@click.option("--build-jobs", "build_jobs", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Processes that build missing model artifacts before the first case "
+                   "[default: 2 on a machine with 2 or more CPUs; 1 builds one at a time].")
 @click.option("--fresh-accuracy", "fresh_accuracy", is_flag=True,
               help="Run every case's full accuracy pass, even where a stored pass of the same system could be "
                    "verified and reused (docs/architecture.md, accuracy).")
@@ -114,7 +117,7 @@ def _resume_params(ctx, params):
              and ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE]
     if extra:
         raise BenchError(f"--resume takes the interrupted run's own settings; --{extra[0].replace('_', '-')} "
-                         "cannot be changed (only --out, --timeout and --quiet go with --resume)")
+                         "cannot be changed (only --out, --timeout, --quiet and --build-jobs go with --resume)")
     path = find_journal(params["out_dir"], params["resume"])
     header = journal_header(path)
     argv = list(header.get("command") or [])[1:]
@@ -127,7 +130,7 @@ def _resume_params(ctx, params):
     old = dict(sub.params)
     if old.get("resume"):
         raise BenchError(f"{path}: its recorded command is itself a --resume")
-    for n in ("out_dir", "quiet", "case_timeout"):
+    for n in ("out_dir", "quiet", "case_timeout", "build_jobs"):
         if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE or n == "out_dir":
             old[n] = params[n]
     old["resume"] = None
@@ -138,7 +141,7 @@ def _execute(ctx, *, suite, backend, runtime, scenarios, batches, min_time, max_
              threads, case_timeout, out_dir, tags, backend_options, part, precision, reuse_factor, fit, models,
              input_shapes, target_qps, latency_bound, multistream_samples, concurrency, max_queue_delay, driver,
              repeat, profile, pin, executor, address, node_labels, resources, replicas, rebuild, quiet, resume, argv,
-             resume_journal, fresh_accuracy=False):
+             resume_journal, fresh_accuracy=False, build_jobs=None):
     from harness.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, BenchError
     from harness.plan.models import is_user_model
     from harness.run.runner import RunInterrupted, RunOptions, exit_code, run
@@ -171,7 +174,7 @@ def _execute(ctx, *, suite, backend, runtime, scenarios, batches, min_time, max_
         models=list(models) or None, threads=threads, out_dir=out_dir, tags=parse_kv(tags),
         measurement={"min_time_s": min_time, "max_time_s": max_time, "min_iterations": min_iterations,
                      "target_ci": target_ci},
-        case_timeout_s=case_timeout, rebuild=rebuild, fresh_accuracy=fresh_accuracy,
+        case_timeout_s=case_timeout, rebuild=rebuild, fresh_accuracy=fresh_accuracy, build_jobs=build_jobs,
         backend_options={**parse_kv(backend_options, "option"),
                          **{k: str(v) for k, v in (("part", part), ("precision", precision),
                                                    ("reuse_factor", reuse_factor), ("fit", 1 if fit else None))
@@ -283,6 +286,8 @@ class _Progress:
                 self.console.print(plain(f"run {data['run_id']}: {data['n_cases']} cases of suite {data['suite']}"))
         elif kind == "artifact":
             self._say(f"preparing artifact {term(data['model'])}/{term(data['variant'])}")
+        elif kind == "builds":
+            self.console.print(plain(f"building {data['n']} artifacts, {data['jobs']} at a time"))
         elif kind == "artifact_ready" and data["built"]:
             self.console.print(plain(f"built {data['model']}/{data['variant']} in {data['seconds']:.1f} s"))
         elif kind == "case_start":

@@ -169,6 +169,17 @@ class Artifact:
         return module.eval()
 
 
+def artifact_dir(model: str, variant: str, key: str, root: Path | None = None) -> Path:
+    """Where the artifact of ``key`` lives: ``<root>/<model>/<variant>-<key>``."""
+    return (Path(root) if root is not None else cache_root()) / model / f"{variant}-{key}"
+
+
+def is_cached(model: str, variant: str, key: str, root: Path | None = None) -> bool:
+    """Whether the artifact is in the cache (its ``meta.json`` exists; nothing is verified here:
+    :func:`get_or_build` checks the files' hashes when it is loaded and rebuilds a corrupt one)."""
+    return (artifact_dir(model, variant, key, root) / "meta.json").exists()
+
+
 def get_or_build(model: str, variant: str, key: str, build: Callable[[Path], dict],
                  *, root: Path | None = None, rebuild: bool = False) -> tuple[Artifact, bool]:
     """Return ``(artifact, built)``: the cached artifact for ``key``, building it if missing.
@@ -176,8 +187,7 @@ def get_or_build(model: str, variant: str, key: str, build: Callable[[Path], dic
     ``build(tmpdir)`` writes the artifact's files into ``tmpdir`` and returns its meta dict;
     ``model``, ``variant`` and ``key`` are added to the meta here.
     """
-    root = Path(root) if root is not None else cache_root()
-    final = root / model / f"{variant}-{key}"
+    final = artifact_dir(model, variant, key, root)
     if final.exists() and (final / "meta.json").exists() and not rebuild:
         problem = verify(final)
         if problem is None:

@@ -97,6 +97,24 @@ def artifact_for(model: str, variant: str, *, rebuild: bool = False):
     return registry().artifact_for(model, variant, rebuild=rebuild)
 
 
+def artifact_cached(model: str, variant: str) -> bool | None:
+    """Whether a zoo model's variant is cached (builds nothing); None: the registry cannot tell."""
+    fn = getattr(registry(), "artifact_cached", None)
+    return None if fn is None else fn(model, variant)
+
+
+def artifact_base(model: str, variant: str) -> str | None:
+    """The variant a zoo model's variant is derived from (built before it), None if none."""
+    fn = getattr(registry(), "artifact_base", None)
+    return None if fn is None else fn(model, variant)
+
+
+def artifact_alone(model: str, variant: str) -> bool:
+    """Whether a zoo model's variant trains when built (built with no other build beside it)."""
+    fn = getattr(registry(), "artifact_alone", None)
+    return False if fn is None else bool(fn(model, variant))
+
+
 def user_models(refs, shapes, *, rebuild: bool = False, emit=None, isolate=None) -> list:
     """The user's own models, validated and built (one :class:`BenchError` line for bad input);
     ``isolate``: ``run_in_worker``, to build torch factories (user code) in a process of their own."""

@@ -50,6 +50,7 @@ class RunOptions:
     resources: dict = field(default_factory=dict)  # extra custom resources every case needs (Ray)
     replicas: list[int] | None = None  # data-parallel scaling sweep of offline cases
     resume_journal: str | None = None  # bench run --resume: the journal of the run to finish
+    build_jobs: int | None = None  # processes that build missing artifacts (None: harness.run.builds.default_jobs)
 
 
 def default_threads() -> int:
@@ -302,12 +303,20 @@ def _run(opts, suite, backends, needs_of, settings, timeout, k, executor, emit, 
                    artifact=arts[i], backend_ref=payload["backend_ref"], cpus=opts.pin)
 
     try:
-        for i, pc in enumerate(cases):  # artifacts first (built on this machine; shipped to nodes by Ray)
+        # artifacts first (built on this machine; shipped to nodes by Ray): the missing ones in
+        # parallel processes, then every one loaded (verified) or built here, in case order
+        from harness.run import builds
+
+        prebuilt = builds.prebuild([(pc.model, pc.variant) for i, pc in enumerate(cases)
+                                    if i not in finished and (pc.model, pc.variant) not in artifacts],
+                                   jobs=builds.default_jobs() if opts.build_jobs is None else opts.build_jobs,
+                                   rebuild=opts.rebuild, emit=emit)
+        for i, pc in enumerate(cases):
             if i in finished:  # --resume: already measured
                 continue
             art = artifacts.get((pc.model, pc.variant))
             if art is None:
-                art = _artifact(pc.model, pc.variant, opts.rebuild, emit)
+                art = _artifact(pc.model, pc.variant, opts.rebuild and (pc.model, pc.variant) not in prebuilt, emit)
                 artifacts[(pc.model, pc.variant)] = art
             arts[i] = art
             if isinstance(art, MissingDependency):

@@ -46,6 +46,9 @@ class ModelSpec:
     #: "onnx" (the default: a builder returns a trained module, exported to ONNX) or "llm" (a generative
     #: causal LM: ``builder(out_dir) -> meta`` writes a transformers checkpoint; see suites/zoo/llm.py)
     kind: str = "onnx"
+    #: whether building the fp32 base trains the network here (tens of seconds of multi-threaded torch:
+    #: ``bench run`` builds it with no other build beside it, harness.run.builds)
+    trains: bool = False
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -54,6 +57,7 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec(
             name="mlp-digits",
             builder="suites.zoo.digits:build_mlp",
+            trains=True,
             task="classification",
             dataset="sklearn digits (8x8, 1,797 images; 20 % held out)",
             description="MLP 64-128-64-10 trained on scikit-learn's bundled digits",
@@ -64,6 +68,7 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec(
             name="cnn-digits",
             builder="suites.zoo.digits:build_cnn",
+            trains=True,
             task="classification",
             dataset="sklearn digits (8x8, 1,797 images; 20 % held out)",
             description="CNN conv3x3 1-8-16 (+BN, ReLU), max-pool, linear 256-10, trained on sklearn digits",
@@ -74,6 +79,7 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec(
             name="jet-mlp",
             builder="suites.zoo.jets:build_jet_mlp",
+            trains=True,
             task="classification",
             dataset="synthetic jets: 16 features, 5 classes, 15,000 samples from a fixed seed (20 % held out)",
             description="hls4ml jet-tagging MLP 16-64-32-32-5 (ReLU) trained on a fixed synthetic jet set",
@@ -145,6 +151,7 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec(
             name="fmnist-resnet",
             builder="suites.zoo.fashion:build_fmnist_resnet",
+            trains=True,
             task="classification",
             dataset="Fashion-MNIST (Debian dataset-fashion-mnist): 60,000 train / 10,000 test images",
             description="ResNet-style CNN (3 basic blocks, 16-32-64 channels) trained in-process on "
