@@ -196,12 +196,12 @@ def test_bench_run_builds_each_missing_artifact_once_and_rebuild_rebuilds_once(t
         return sorted(line.split()[1] for line in proc.stderr.splitlines() if line.startswith("built "))
 
     everything = ["mlp-digits/fp16", "mlp-digits/fp32", "mlp-digits/int8-dynamic"]
-    cold = run_bench(args, env=env)
+    cold = run_bench([*args, "--build-jobs", "2"], env=env)
     assert "building 3 artifacts, 2 at a time" in cold.stderr, cold.stderr  # progress goes to stderr
     assert built(cold) == everything
-    again = run_bench([*args, "--rebuild"], env=env)
+    again = run_bench([*args, "--rebuild", "--build-jobs", "2"], env=env)
     assert built(again) == everything
-    warm = run_bench(args, env=env)
+    warm = run_bench([*args, "--build-jobs", "2"], env=env)
     assert built(warm) == [] and "building" not in warm.stderr
     one = run_bench([*args, "--rebuild", "--build-jobs", "1"], env=env)
     assert built(one) == everything and "at a time" not in one.stderr
@@ -227,3 +227,9 @@ def test_an_interrupt_stops_the_running_build_processes_at_once():
     with pytest.raises(KeyboardInterrupt):
         builds.prebuild(sorted(missing), jobs=2, task=sleeper, emit=emit, **_fake_world(missing))
     assert time.monotonic() - t0 < 120  # not the 600 s of the running build
+
+
+@pytest.mark.parametrize("cpus,jobs", [(1, 1), (2, 1), (3, 1), (4, 2), (64, 2), (None, 1)])
+def test_parallel_builds_are_on_by_default_only_from_4_cpus(monkeypatch, cpus, jobs):
+    monkeypatch.setattr(builds.os, "cpu_count", lambda: cpus)
+    assert builds.default_jobs() == jobs

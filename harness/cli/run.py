@@ -80,7 +80,7 @@ RESUME_OPTIONS = {"resume", "out_dir", "quiet", "case_timeout", "build_jobs"}
 @click.option("--rebuild", is_flag=True, help="Rebuild model artifacts even when cached.")
 @click.option("--build-jobs", "build_jobs", type=click.IntRange(min=1), default=None, metavar="N",
               help="Processes that build missing model artifacts before the first case "
-                   "[default: 2 on a machine with 2 or more CPUs; 1 builds one at a time].")
+                   "[default: 1, one at a time, below 4 CPUs; else 2].")
 @click.option("--fresh-accuracy", "fresh_accuracy", is_flag=True,
               help="Run every case's full accuracy pass, even where a stored pass of the same system could be "
                    "verified and reused (docs/architecture.md, accuracy).")

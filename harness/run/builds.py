@@ -13,9 +13,10 @@ against its ``meta.json``); whatever failed or was not built here (a broken reci
 package, a crashed pool) is built or reported by that sequential pass, in the same words as
 without this module: one mechanism for every failure, no second error path.
 
-Why build in parallel: a cold ``bench run --suite quant`` spends 120-150 s of its 5 minutes
-building 20 artifacts on a 2-core machine, much of it single-threaded Python (ONNX export,
-graph rewriting, shape inference) that leaves the second core idle.
+Why: a build is partly single-threaded Python (ONNX export, graph rewriting, shape inference) and
+partly multi-threaded compute (training, calibration, reference outputs); with cores to spare,
+a second build fills the first one's single-threaded stretches. On 2 cores it does not pay
+(:func:`default_jobs`), so there it is off unless asked for.
 """
 from __future__ import annotations
 
@@ -25,11 +26,15 @@ from typing import Callable, Iterable
 
 
 def default_jobs() -> int:
-    """Build processes by default: 2 where the machine has at least 2 CPUs, else 1 (off).
+    """Build processes by default: 1 (one build at a time) on a machine with fewer than 4 CPUs, else 2.
 
-    Not more: a build's training and calibration already use every core through torch and
-    onnxruntime threads; two processes fill the gaps of each other's single-threaded stretches."""
-    return 2 if (os.cpu_count() or 1) >= 2 else 1
+    On 2 cores two build processes gain nothing: their training, calibration and reference passes
+    each run 2 torch / onnxruntime threads, which then wait on each other, and that cancels the
+    overlap of their single-threaded stretches (export, graph rewriting). Measured on a 2-core AVX2
+    EPYC, the quant suite's 20 builds, ``benchmarks/bench_parallel_builds.py``: one at a time / two
+    processes 1.01 and 1.04 (2026-12-02). With 4 or more CPUs the two processes' threads fit side by
+    side (not measured: no such machine in reach); ``bench run --build-jobs N`` sets it either way."""
+    return 1 if (os.cpu_count() or 1) < 4 else 2
 
 
 def plan(pairs: Iterable[tuple[str, str]], *, rebuild: bool, cached: Callable[[str, str], bool | None],
