@@ -99,7 +99,8 @@ def prebuild(pairs: Iterable[tuple[str, str]], *, jobs: int, rebuild: bool = Fal
     build its threads wait on each other (the Fashion-MNIST CNN's training: 35 s alone, 144 s beside
     the other builds of the quant suite on 2 cores). Ready builds start in plan order, the ``alone``
     ones first. A broken pool (a build process killed) stops the parallel builds; what is left is
-    built by the sequential pass. Ctrl-C cancels what has not started and re-raises.
+    built by the sequential pass. Ctrl-C or SIGTERM kills the build processes (their half-built
+    folders are swept by ``bench cache prune``) and re-raises.
     """
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
