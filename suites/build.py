@@ -34,22 +34,23 @@ def artifact_for(model: str, variant: str = BASE_VARIANT, *, rebuild: bool = Fal
     spec = zoo.get(model)
     if spec.kind == "llm":
         return _llm_artifact(spec, variant, rebuild=rebuild, root=root)
-    recipe = variant_recipe(variant)
-    key = artifact_key_of(model, variant)
     if variant == BASE_VARIANT:
-        return get_or_build(model, variant, key, lambda d: _build_base(spec, d), root=root, rebuild=rebuild)
+        return get_or_build(model, variant, artifact_key_of(model), lambda d: _build_base(spec, d), root=root,
+                            rebuild=rebuild)
+    recipe = variant_recipe(variant)  # an unknown variant fails before its base is built
     base, _ = artifact_for(model, BASE_VARIANT, root=root)
-    return get_or_build(model, variant, key, lambda d: _build_variant(spec, base, recipe, d), root=root,
-                        rebuild=rebuild)
+    return get_or_build(model, variant, artifact_key_of(model, variant, base_key=base.key),
+                        lambda d: _build_variant(spec, base, recipe, d), root=root, rebuild=rebuild)
 
 
-def artifact_key_of(model: str, variant: str = BASE_VARIANT) -> str:
+def artifact_key_of(model: str, variant: str = BASE_VARIANT, *, base_key: str | None = None) -> str:
     """The cache key of a (non-LLM) zoo model's variant, computed without building anything.
 
     A sha256 (:func:`harness.plan.artifacts.artifact_key`) over the build and recipe modules'
     sources, the recipe's parameters, the seed and the versions of the libraries and data
     sets involved; a variant's key also holds its base's key, so a retrained base (or a
-    changed spec) rebuilds its variants. Raises :class:`BenchError` for a missing data set.
+    changed spec) rebuilds its variants (``base_key``: when the caller has it, else computed).
+    Raises :class:`BenchError` for a missing data set.
     """
     spec = zoo.get(model)
     recipe = variant_recipe(variant)
@@ -66,7 +67,8 @@ def artifact_key_of(model: str, variant: str = BASE_VARIANT) -> str:
         return artifact_key(model=model, variant=variant, modules=modules, params=recipe.params,
                             seed=spec.seed, versions=versions)
     return artifact_key(model=model, variant=variant, modules=modules,
-                        params={**recipe.params, "base_key": artifact_key_of(model), "student": spec.student},
+                        params={**recipe.params, "base_key": base_key or artifact_key_of(model),
+                                "student": spec.student},
                         seed=spec.seed, versions=versions)
 
 

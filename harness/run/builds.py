@@ -126,7 +126,7 @@ def prebuild(pairs: Iterable[tuple[str, str]], *, jobs: int, rebuild: bool = Fal
     emit("builds", {"n": len(todo), "jobs": jobs})
     done: set = set()
     failed: set = set()
-    ready = sorted((p for p in todo if p not in after), key=lambda p: p not in solo)
+    ready = [p for p in todo if p not in after]
     waiting = [p for p in todo if p in after]
     running: dict = {}
     if pool is None:
@@ -134,6 +134,7 @@ def prebuild(pairs: Iterable[tuple[str, str]], *, jobs: int, rebuild: bool = Fal
     pool = pool(jobs)
     try:
         while ready or running:
+            ready.sort(key=lambda p: p not in solo)  # training builds first, the rest in plan order
             while ready and len(running) < jobs and not (solo & set(running.values())):
                 if ready[0] in solo and running:
                     break
@@ -161,7 +162,6 @@ def prebuild(pairs: Iterable[tuple[str, str]], *, jobs: int, rebuild: bool = Fal
                     ready.append(pair)
             if broken:  # what was built is kept; the sequential pass builds the rest
                 break
-            ready.sort(key=lambda p: p not in solo)
     except BaseException:  # Ctrl-C, SIGTERM: stop the builds now, not when the running ones end
         for proc in list((getattr(pool, "_processes", None) or {}).values()):
             proc.terminate()  # a killed build leaves a .build-* folder, which `bench cache prune` removes
